@@ -1,0 +1,99 @@
+//! `egress-proxy check`: the decision the proxy would make for one request, computed by the
+//! same steps a connection takes (judge, SNI, resolve and check addresses), without dialling.
+
+use std::net::SocketAddr;
+
+use crate::config::Config;
+use crate::conn::tunnel::sni_names;
+use crate::conn::{judge, record_failure, upstream_targets, Failure};
+use crate::log::{Decision, Listener};
+use crate::policy::host;
+use crate::reason::Reason;
+use crate::serve::build_state;
+use crate::wire::authority::split_authority;
+
+/// The verdict and a one-line explanation.
+pub struct Outcome {
+    pub allowed: bool,
+    pub line: Decision,
+    pub addresses: Vec<SocketAddr>,
+}
+
+impl Outcome {
+    pub fn summary(&self) -> String {
+        let l = &self.line;
+        let mut text = format!(
+            "{} reason={} rule={} host={} port={}",
+            l.decision,
+            l.reason,
+            l.rule.as_deref().unwrap_or("-"),
+            l.host.as_deref().unwrap_or("-"),
+            l.port.map_or("-".to_owned(), |p| p.to_string()),
+        );
+        if !l.enforced {
+            text.push_str(" enforced=false");
+        }
+        if !self.addresses.is_empty() {
+            let list: Vec<String> = self.addresses.iter().map(ToString::to_string).collect();
+            text.push_str(&format!(" upstream=[{}]", list.join(",")));
+        }
+        if let Some(message) = &l.message {
+            text.push_str(&format!(" ({message})"));
+        }
+        text
+    }
+}
+
+pub async fn check(
+    config: Config,
+    client: SocketAddr,
+    sni: Option<&str>,
+    resolve: bool,
+    target: &str,
+    default_port: u16,
+) -> Outcome {
+    let state = build_state(config);
+    let mut line = Decision::new(Listener::Explicit, client);
+    let outcome = |line: Decision, addresses| Outcome {
+        allowed: line.allowed() || !line.enforced,
+        line,
+        addresses,
+    };
+    let parsed = split_authority(target)
+        .map_err(|e| Failure::new(Reason::BadRequest, e))
+        .and_then(|(text, port)| {
+            host::parse_host(text)
+                .map(|h| (h, port.unwrap_or(default_port)))
+                .map_err(|e| Failure::new(Reason::BadRequest, e.to_string()))
+        });
+    let (host, port) = match parsed {
+        Ok(parsed) => parsed,
+        Err(failure) => {
+            record_failure(&mut line, &failure);
+            return outcome(line, Vec::new());
+        }
+    };
+    line.host = Some(host.to_string());
+    line.port = Some(port);
+    line.sni = sni.map(str::to_owned);
+    let verdict = judge(&state, &mut line, &host, port);
+    if !verdict.lets_through() {
+        return outcome(line, Vec::new());
+    }
+    if let Some(sni) = sni {
+        if let Err(failure) = sni_names(Some(sni), &host) {
+            record_failure(&mut line, &failure);
+            return outcome(line, Vec::new());
+        }
+    }
+    if !resolve {
+        return outcome(line, Vec::new());
+    }
+    match upstream_targets(&state, &host, port).await {
+        Ok(addresses) => outcome(line, addresses),
+        Err(failure) => {
+            record_failure(&mut line, &failure);
+            outcome(line, Vec::new())
+        }
+    }
+}

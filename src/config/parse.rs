@@ -1,0 +1,466 @@
+//! YAML text → checked [`Config`]. The text is first read as a generic YAML tree, then walked
+//! field by field so that every problem is reported with its path, not just the first one
+//! serde would stop at. Pure.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde_yaml_ng::{Mapping, Value};
+
+use super::{Config, Limits, Listeners, Problem, Problems, ReloadSettings, Timeouts};
+use crate::policy::{host, AddrFilter, Host, HostPattern, Mode, Policy, Rule, TlsRequirement};
+
+const TOP: &[&str] = &[
+    "mode",
+    "listeners",
+    "allow",
+    "upstream",
+    "resolver",
+    "timeouts",
+    "reload",
+    "limits",
+];
+const LISTENERS: &[&str] = &["explicit", "transparent_tls", "transparent_http", "admin"];
+const RULE: &[&str] = &["name", "hosts", "ports", "clients", "cidrs", "tls", "mode"];
+const UPSTREAM: &[&str] = &["deny_cidrs", "allow_cidrs"];
+const RESOLVER: &[&str] = &["hosts"];
+const TIMEOUTS: &[&str] = &["client_handshake", "upstream_connect", "idle", "drain"];
+const RELOAD: &[&str] = &["poll_interval"];
+const LIMITS: &[&str] = &["max_connections", "max_header_bytes"];
+
+pub(super) fn parse(text: &str) -> Result<Config, Problems> {
+    let root: Value = serde_yaml_ng::from_str(text).map_err(|e| {
+        Problems(vec![Problem {
+            path: String::new(),
+            message: format!("not valid YAML: {e}"),
+        }])
+    })?;
+    let mut walk = Walk::default();
+    let config = walk.config(&root);
+    if walk.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Problems(walk.problems))
+    }
+}
+
+#[derive(Default)]
+struct Walk {
+    problems: Vec<Problem>,
+}
+
+impl Walk {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// The mapping at `path` with unknown keys reported; `None` (and a problem) if it isn't one.
+    fn mapping<'v>(&mut self, value: &'v Value, path: &str, known: &[&str]) -> Option<&'v Mapping> {
+        let Value::Mapping(map) = value else {
+            if !value.is_null() {
+                self.problem(path, format!("expected a mapping, found {}", kind(value)));
+            }
+            return None;
+        };
+        for key in map.keys() {
+            match key.as_str() {
+                Some(k) if known.contains(&k) => {}
+                Some(k) => self.problem(
+                    &join(path, k),
+                    format!("unknown field; expected one of: {}", known.join(", ")),
+                ),
+                None => self.problem(path, format!("field names must be strings, found {}", kind(key))),
+            }
+        }
+        Some(map)
+    }
+
+    fn config(&mut self, root: &Value) -> Config {
+        let empty = Mapping::new();
+        let top = match root {
+            Value::Null => {
+                self.problem("", "the config is empty");
+                &empty
+            }
+            _ => self.mapping(root, "", TOP).unwrap_or(&empty),
+        };
+        let mode = self.mode(top.get("mode"), "mode").unwrap_or_default();
+        let listeners = self.listeners(top.get("listeners"));
+        let rules = self.rules(top.get("allow"));
+        let upstream = self.upstream(top.get("upstream"));
+        let resolver_hosts = self.resolver(top.get("resolver"));
+        let timeouts = self.timeouts(top.get("timeouts"));
+        let reload = self.reload(top.get("reload"));
+        let limits = self.limits(top.get("limits"));
+        Config {
+            policy: Policy::new(mode, rules),
+            upstream: upstream.with_own_addresses(listeners.all(), Vec::new()),
+            listeners,
+            resolver_hosts,
+            timeouts,
+            reload,
+            limits,
+        }
+    }
+
+    fn mode(&mut self, value: Option<&Value>, path: &str) -> Option<Mode> {
+        match value?.as_str() {
+            Some("enforce") => Some(Mode::Enforce),
+            Some("report") => Some(Mode::Report),
+            _ => {
+                self.problem(path, "expected enforce or report");
+                None
+            }
+        }
+    }
+
+    fn listeners(&mut self, value: Option<&Value>) -> Listeners {
+        let mut listeners = Listeners::default();
+        let Some(map) = value.and_then(|v| self.mapping(v, "listeners", LISTENERS)) else {
+            self.problem("listeners", "missing: at least listeners.explicit or a transparent listener is needed");
+            return listeners;
+        };
+        let get = |walk: &mut Walk, key: &str| {
+            let path = join("listeners", key);
+            map.get(key).and_then(|v| walk.socket_addr(v, &path))
+        };
+        listeners.explicit = get(self, "explicit");
+        listeners.transparent_tls = get(self, "transparent_tls");
+        listeners.transparent_http = get(self, "transparent_http");
+        listeners.admin = get(self, "admin");
+        let proxies = [listeners.explicit, listeners.transparent_tls, listeners.transparent_http];
+        if proxies.iter().all(Option::is_none) && !self.has_problem_under("listeners") {
+            self.problem("listeners", "no proxy listener: set explicit, transparent_tls or transparent_http");
+        }
+        let all = listeners.all();
+        for (i, a) in all.iter().enumerate() {
+            if all[..i].contains(a) {
+                self.problem("listeners", format!("{a} is used by two listeners"));
+            }
+        }
+        listeners
+    }
+
+    fn has_problem_under(&self, prefix: &str) -> bool {
+        self.problems.iter().any(|p| p.path.starts_with(prefix))
+    }
+
+    fn socket_addr(&mut self, value: &Value, path: &str) -> Option<SocketAddr> {
+        let Some(text) = value.as_str() else {
+            self.problem(path, "expected an address like 0.0.0.0:3128");
+            return None;
+        };
+        match text.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => {
+                self.problem(path, "port 0 is not allowed");
+                None
+            }
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(path, format!("'{text}' is not an address like 0.0.0.0:3128 or [::]:3128"));
+                None
+            }
+        }
+    }
+
+    fn rules(&mut self, value: Option<&Value>) -> Vec<Rule> {
+        let Some(value) = value else { return Vec::new() };
+        let Some(items) = self.sequence(value, "allow") else { return Vec::new() };
+        let mut names = HashSet::new();
+        let mut rules = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("allow[{i}]");
+            let Some(map) = self.mapping(item, &path, RULE) else {
+                if item.is_null() {
+                    self.problem(&path, "empty rule");
+                }
+                continue;
+            };
+            let name = match map.get("name").and_then(Value::as_str) {
+                Some(name) if !name.trim().is_empty() => {
+                    if !names.insert(name.to_owned()) {
+                        self.problem(&join(&path, "name"), format!("duplicate rule name '{name}'"));
+                    }
+                    name.to_owned()
+                }
+                _ => {
+                    self.problem(&join(&path, "name"), "missing: every rule needs a non-empty name");
+                    String::new()
+                }
+            };
+            let hosts = self.list(map.get("hosts"), &join(&path, "hosts"), |walk, v, p| {
+                walk.pattern(v, p)
+            });
+            let cidrs = self.list(map.get("cidrs"), &join(&path, "cidrs"), Walk::cidr);
+            if hosts.is_empty() && cidrs.is_empty() && !self.has_problem_under(&path) {
+                self.problem(&path, "the rule allows nothing: give it hosts or cidrs");
+            }
+            let ports = match map.get("ports") {
+                None => vec![443],
+                Some(v) => {
+                    let ports = self.list(Some(v), &join(&path, "ports"), Walk::port);
+                    if ports.is_empty() && !self.has_problem_under(&join(&path, "ports")) {
+                        self.problem(&join(&path, "ports"), "empty: omit it for the default [443]");
+                    }
+                    ports
+                }
+            };
+            let clients = self.list(map.get("clients"), &join(&path, "clients"), Walk::cidr);
+            let tls = match map.get("tls").map(|v| v.as_str()) {
+                None => TlsRequirement::RequireSni,
+                Some(Some("require_sni")) => TlsRequirement::RequireSni,
+                Some(Some("any")) => TlsRequirement::Any,
+                Some(_) => {
+                    self.problem(&join(&path, "tls"), "expected require_sni or any");
+                    TlsRequirement::RequireSni
+                }
+            };
+            let mode = self.mode(map.get("mode"), &join(&path, "mode"));
+            rules.push(Rule { name, hosts, ports, clients, cidrs, tls, mode });
+        }
+        rules
+    }
+
+    fn sequence<'v>(&mut self, value: &'v Value, path: &str) -> Option<&'v Vec<Value>> {
+        match value {
+            Value::Sequence(items) => Some(items),
+            Value::Null => None,
+            other => {
+                self.problem(path, format!("expected a list, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    /// Each item of the list at `path` through `item`, which reports its own problems.
+    fn list<T>(
+        &mut self,
+        value: Option<&Value>,
+        path: &str,
+        mut item: impl FnMut(&mut Walk, &Value, &str) -> Option<T>,
+    ) -> Vec<T> {
+        let Some(items) = value.and_then(|v| self.sequence(v, path)) else { return Vec::new() };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| item(self, v, &format!("{path}[{i}]")))
+            .collect()
+    }
+
+    fn pattern(&mut self, value: &Value, path: &str) -> Option<HostPattern> {
+        let Some(text) = value.as_str() else {
+            self.problem(path, format!("expected a host name or pattern, found {}", kind(value)));
+            return None;
+        };
+        HostPattern::parse(text)
+            .map_err(|e| self.problem(path, format!("bad host pattern '{text}': {e}")))
+            .ok()
+    }
+
+    fn cidr(&mut self, value: &Value, path: &str) -> Option<IpNet> {
+        let Some(text) = value.as_str() else {
+            self.problem(path, format!("expected a CIDR like 10.0.0.0/8, found {}", kind(value)));
+            return None;
+        };
+        // A bare address is a one-address network.
+        let parsed = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) if net.trunc() != net => {
+                self.problem(path, format!("'{text}' has host bits set; did you mean {}?", net.trunc()));
+                None
+            }
+            Ok(net) => Some(match net.addr().to_canonical() {
+                // ::ffff:a.b.c.d/120 would never match: every check sees mapped addresses as IPv4.
+                IpAddr::V4(v4) if net.addr().is_ipv6() => {
+                    IpNet::new(IpAddr::V4(v4), net.prefix_len().saturating_sub(96)).unwrap_or(net)
+                }
+                _ => net,
+            }),
+            Err(_) => {
+                self.problem(path, format!("'{text}' is not a CIDR like 10.0.0.0/8 or 2001:db8::/32"));
+                None
+            }
+        }
+    }
+
+    fn port(&mut self, value: &Value, path: &str) -> Option<u16> {
+        match value.as_u64() {
+            Some(0) => self.problem(path, "port 0 is not allowed"),
+            Some(p) if p <= 65535 => return Some(p as u16),
+            _ => self.problem(path, format!("expected a port 1-65535, found {}", show(value))),
+        }
+        None
+    }
+
+    fn upstream(&mut self, value: Option<&Value>) -> AddrFilter {
+        let Some(map) = value.and_then(|v| self.mapping(v, "upstream", UPSTREAM)) else {
+            return AddrFilter::default();
+        };
+        let deny = self.list(map.get("deny_cidrs"), "upstream.deny_cidrs", Walk::cidr);
+        let allow = self.list(map.get("allow_cidrs"), "upstream.allow_cidrs", Walk::cidr);
+        AddrFilter::new(deny, allow)
+    }
+
+    fn resolver(&mut self, value: Option<&Value>) -> HashMap<String, Vec<IpAddr>> {
+        let mut hosts = HashMap::new();
+        let Some(map) = value.and_then(|v| self.mapping(v, "resolver", RESOLVER)) else {
+            return hosts;
+        };
+        let entries = match map.get("hosts") {
+            None | Some(Value::Null) => return hosts,
+            Some(Value::Mapping(entries)) => entries,
+            Some(other) => {
+                self.problem("resolver.hosts", format!("expected a mapping of name to addresses, found {}", kind(other)));
+                return hosts;
+            }
+        };
+        for (key, addrs) in entries {
+            let name = key.as_str().unwrap_or_default();
+            let path = join("resolver.hosts", name);
+            let normalised = match host::parse_host(name) {
+                Ok(Host::Name(n)) => n.as_str().to_owned(),
+                Ok(Host::Ip(_)) => {
+                    self.problem(&path, "an IP literal needs no resolver entry");
+                    continue;
+                }
+                Err(e) => {
+                    self.problem(&path, format!("bad host name: {e}"));
+                    continue;
+                }
+            };
+            let list: Vec<IpAddr> = match addrs {
+                Value::String(_) => self.ip(addrs, &path).into_iter().collect(),
+                _ => self.list(Some(addrs), &path, Walk::ip),
+            };
+            if list.is_empty() && !self.has_problem_under(&path) {
+                self.problem(&path, "needs at least one address");
+            }
+            hosts.insert(normalised, list);
+        }
+        hosts
+    }
+
+    fn ip(&mut self, value: &Value, path: &str) -> Option<IpAddr> {
+        match value.as_str().map(str::parse::<IpAddr>) {
+            Some(Ok(ip)) => Some(ip),
+            _ => {
+                self.problem(path, format!("expected an IP address, found {}", show(value)));
+                None
+            }
+        }
+    }
+
+    fn timeouts(&mut self, value: Option<&Value>) -> Timeouts {
+        let mut t = Timeouts::default();
+        let Some(map) = value.and_then(|v| self.mapping(v, "timeouts", TIMEOUTS)) else { return t };
+        for (key, slot) in [
+            ("client_handshake", &mut t.client_handshake),
+            ("upstream_connect", &mut t.upstream_connect),
+            ("idle", &mut t.idle),
+            ("drain", &mut t.drain),
+        ] {
+            if let Some(v) = map.get(key) {
+                if let Some(d) = self.duration(v, &join("timeouts", key)) {
+                    *slot = d;
+                }
+            }
+        }
+        t
+    }
+
+    fn reload(&mut self, value: Option<&Value>) -> ReloadSettings {
+        let mut r = ReloadSettings::default();
+        let Some(map) = value.and_then(|v| self.mapping(v, "reload", RELOAD)) else { return r };
+        if let Some(d) = map.get("poll_interval").and_then(|v| self.duration(v, "reload.poll_interval")) {
+            r.poll_interval = d;
+        }
+        r
+    }
+
+    fn duration(&mut self, value: &Value, path: &str) -> Option<Duration> {
+        let parsed = match value {
+            Value::Number(n) => n.as_u64().map(Duration::from_secs),
+            Value::String(s) => parse_duration(s),
+            _ => None,
+        };
+        match parsed {
+            Some(d) if d.is_zero() => self.problem(path, "must be greater than zero"),
+            Some(d) => return Some(d),
+            None => self.problem(path, format!("expected a duration like 500ms, 10s, 5m or 1h, found {}", show(value))),
+        }
+        None
+    }
+
+    fn limits(&mut self, value: Option<&Value>) -> Limits {
+        let mut l = Limits::default();
+        let Some(map) = value.and_then(|v| self.mapping(v, "limits", LIMITS)) else { return l };
+        if let Some(v) = map.get("max_connections") {
+            match v.as_u64() {
+                Some(n) if (1..=1_000_000).contains(&n) => l.max_connections = n as usize,
+                _ => self.problem("limits.max_connections", format!("expected 1-1000000, found {}", show(v))),
+            }
+        }
+        if let Some(v) = map.get("max_header_bytes") {
+            match v.as_u64() {
+                // hyper's read buffer cannot be smaller than 8 KiB.
+                Some(n) if (8192..=1_048_576).contains(&n) => l.max_header_bytes = n as usize,
+                _ => self.problem("limits.max_header_bytes", format!("expected 8192-1048576, found {}", show(v))),
+            }
+        }
+        l
+    }
+}
+
+/// `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let secs = |k: u64| n.checked_mul(k).map(Duration::from_secs);
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        _ => None,
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn show(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("'{s}'"),
+        Value::Number(n) => n.to_string(),
+        other => kind(other).to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,69 @@
+//! A socket wrapper that counts the bytes read and written, for the `bytes_up` and
+//! `bytes_down` of forwarded plain-HTTP requests (tunnels count in `splice`).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Bytes written to (up) and read from (down) the wrapped upstream socket.
+#[derive(Debug, Default)]
+pub struct Totals {
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Totals {
+    pub fn totals(&self) -> (u64, u64) {
+        (self.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed))
+    }
+}
+
+pub struct Counted<T> {
+    inner: T,
+    totals: Arc<Totals>,
+}
+
+impl<T> Counted<T> {
+    pub fn new(inner: T) -> (Counted<T>, Arc<Totals>) {
+        let totals = Arc::new(Totals::default());
+        (
+            Counted {
+                inner,
+                totals: totals.clone(),
+            },
+            totals,
+        )
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        self.totals.down.fetch_add(read, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.totals.up.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

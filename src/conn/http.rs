@@ -1,0 +1,401 @@
+//! HTTP/1 connections on the explicit listener (CONNECT and absolute-form requests) and the
+//! transparent HTTP listener (origin-form, judged on `Host`). Every request on a keep-alive
+//! connection is judged on its own, with the state current when it arrives.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::counted::Counted;
+use super::tunnel::{self, Connect};
+use super::{dial, judge, record_failure, refusal_text, upstream_targets, Failure, Proxy, Slot, State};
+use crate::log::{Decision, Listener};
+use crate::policy::{host, Host, Mode, TlsRequirement};
+use crate::reason::Reason;
+use crate::wire::authority::split_authority;
+
+type Body = Either<Full<Bytes>, Incoming>;
+
+/// One client connection's context, shared by its requests.
+struct Conn {
+    proxy: Arc<Proxy>,
+    peer: SocketAddr,
+    listener: Listener,
+    original_dst: Option<SocketAddr>,
+    /// Requests that got as far as the service; a parse error or timeout before any is the
+    /// connection's only decision and must be logged.
+    requests: AtomicU64,
+    /// Held until the connection and every tunnel or forward it started are gone.
+    slot: Arc<Slot>,
+}
+
+/// Serves one HTTP/1 client connection until it closes, times out, or the proxy drains.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Listener,
+    original_dst: Option<SocketAddr>,
+    slot: Slot,
+) {
+    let state = proxy.state();
+    let _ = stream.set_nodelay(true);
+    let conn = Arc::new(Conn {
+        proxy: proxy.clone(),
+        peer,
+        listener,
+        original_dst,
+        requests: AtomicU64::new(0),
+        slot: Arc::new(slot),
+    });
+    let service = {
+        let conn = conn.clone();
+        service_fn(move |req| handle(conn.clone(), req))
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // Applies to the first request head and to the wait for each next one (keep-alive).
+        .header_read_timeout(state.config.timeouts.client_handshake)
+        .max_buf_size(state.config.limits.max_header_bytes)
+        .keep_alive(true);
+    let mut serving = pin!(builder.serve_connection(TokioIo::new(stream), service).with_upgrades());
+    let result = tokio::select! {
+        result = serving.as_mut() => result,
+        _ = proxy.draining() => {
+            serving.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = serving.as_mut() => result,
+                _ = proxy.closing() => Ok(()),
+            }
+        }
+    };
+    if let Err(error) = result {
+        log_connection_error(&conn, &error);
+    }
+}
+
+/// A request head that could not be read is a decision too: log it once.
+fn log_connection_error(conn: &Conn, error: &hyper::Error) {
+    let first = conn.requests.load(Ordering::Relaxed) == 0;
+    let (reason, message) = if error.is_parse_too_large() {
+        (Reason::BadRequest, "request head larger than limits.max_header_bytes".to_owned())
+    } else if error.is_parse() {
+        (Reason::BadRequest, format!("malformed request: {error}"))
+    } else if error.is_timeout() && first {
+        (Reason::Timeout, "no complete request head within timeouts.client_handshake".to_owned())
+    } else if error.is_incomplete_message() {
+        (Reason::BadRequest, "client closed in the middle of a request".to_owned())
+    } else {
+        return;
+    };
+    let mut line = Decision::new(conn.listener, conn.peer);
+    line.original_dst = conn.original_dst;
+    record_failure(&mut line, &Failure::new(reason, message));
+    conn.proxy.log.write(&mut line);
+}
+
+async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    conn.requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let state = conn.proxy.state();
+    let mut line = Decision::new(conn.listener, conn.peer);
+    line.original_dst = conn.original_dst;
+    line.method = Some(req.method().as_str().to_owned());
+    let response = if req.method() == Method::CONNECT {
+        connect(&conn, state, &mut line, req, started).await
+    } else {
+        forward(&conn, state, &mut line, req, started).await
+    };
+    Ok(response.unwrap_or_else(|(failure, host)| {
+        record_failure(&mut line, &failure);
+        conn.proxy.log.write(&mut line);
+        refusal(&failure, host.as_ref())
+    }))
+}
+
+type Refused = (Failure, Option<Host>);
+
+fn bad_request(message: impl Into<String>) -> Refused {
+    (Failure::new(Reason::BadRequest, message), None)
+}
+
+/// `CONNECT host:port`: judge, resolve and check before answering; the tunnel itself runs in
+/// its own task once hyper hands over the socket.
+async fn connect(
+    conn: &Arc<Conn>,
+    state: Arc<State>,
+    line: &mut Decision,
+    mut req: Request<Incoming>,
+    started: Instant,
+) -> Result<Response<Body>, Refused> {
+    if conn.listener != Listener::Explicit {
+        return Err(bad_request("CONNECT is only served on the explicit listener"));
+    }
+    let authority = req
+        .uri()
+        .authority()
+        .filter(|_| req.uri().scheme().is_none() && req.uri().path_and_query().is_none())
+        .ok_or_else(|| bad_request("CONNECT needs an authority-form target: host:port"))?;
+    let (host_text, port) = split_authority(authority.as_str()).map_err(bad_request)?;
+    let port = port.ok_or_else(|| bad_request("CONNECT target has no port"))?;
+    line.port = Some(port);
+    let host = host::parse_host(host_text).map_err(|e| bad_request(format!("bad host '{host_text}': {e}")))?;
+    line.host = Some(host.to_string());
+
+    let verdict = judge(&state, line, &host, port);
+    if !verdict.lets_through() {
+        let failure = Failure::new(verdict.reason, denial_detail(verdict.reason, &host, port));
+        conn.proxy.log.write(line);
+        return Ok(refusal(&failure, Some(&host)));
+    }
+    let tls = verdict.tls();
+    let enforce_sni = verdict.rule.and_then(|r| r.mode).unwrap_or(state.config.policy.mode()) == Mode::Enforce;
+    let targets = upstream_targets(&state, &host, port).await.map_err(|f| (f, Some(host.clone())))?;
+
+    // Without an SNI check the upstream is dialled before answering, so failures still get
+    // a 502/504. With one, dialling waits until the ClientHello has passed.
+    let dialled = match tls {
+        TlsRequirement::Any => Some(
+            dial(&targets, state.config.timeouts.upstream_connect)
+                .await
+                .map_err(|f| (f, Some(host.clone())))?,
+        ),
+        TlsRequirement::RequireSni => None,
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let proxy = conn.proxy.clone();
+    let slot = conn.slot.clone();
+    let mut line = line.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let Some((client, early)) = take_socket(upgrade).await else { return };
+        match dialled {
+            Some((upstream, addr)) => {
+                line.upstream = Some(addr);
+                tunnel::splice_dialled(&proxy, &state, client, upstream, &early, line, started).await
+            }
+            None => {
+                let plan = Connect { host, targets, tls, enforce_sni };
+                tunnel::connect(proxy, state, client, early, line, plan, started).await
+            }
+        }
+    });
+    Ok(Response::new(empty()))
+}
+
+/// The client socket back from hyper after the `200`, with any bytes it read ahead.
+async fn take_socket(upgrade: hyper::upgrade::OnUpgrade) -> Option<(TcpStream, Vec<u8>)> {
+    let upgraded = upgrade.await.ok()?;
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    Some((parts.io.into_inner(), parts.read_buf.to_vec()))
+}
+
+/// A plain-HTTP request: absolute-form on the explicit listener, origin-form with `Host` on
+/// the transparent one. Forwarded on a fresh upstream connection of its own.
+async fn forward(
+    conn: &Arc<Conn>,
+    state: Arc<State>,
+    line: &mut Decision,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Result<Response<Body>, Refused> {
+    let (host, port) = request_target(conn, req.uri(), req.headers())?;
+    line.host = Some(host.to_string());
+    line.port = Some(port);
+    let verdict = judge(&state, line, &host, port);
+    if !verdict.lets_through() {
+        let failure = Failure::new(verdict.reason, denial_detail(verdict.reason, &host, port));
+        conn.proxy.log.write(line);
+        return Ok(refusal(&failure, Some(&host)));
+    }
+    let with_host = |f: Failure| (f, Some(host.clone()));
+    let targets = upstream_targets(&state, &host, port).await.map_err(with_host)?;
+    let (upstream, addr) = dial(&targets, state.config.timeouts.upstream_connect).await.map_err(with_host)?;
+    line.upstream = Some(addr);
+    conn.proxy.log.write(line);
+
+    let (counted, moved) = Counted::new(upstream);
+    let handshake = hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(counted)).await;
+    let (mut sender, connection) = match handshake {
+        Ok(pair) => pair,
+        Err(e) => return Ok(refusal(&Failure::new(Reason::UpstreamUnreachable, e.to_string()), None)),
+    };
+    let proxy = conn.proxy.clone();
+    let slot = conn.slot.clone();
+    let closing = line.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let _ = connection.await;
+        let (up, down) = moved.totals();
+        proxy.log.close(&closing, up, down, started.elapsed());
+    });
+    let outgoing = outgoing_request(req, &host, port);
+    match sender.send_request(outgoing).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Ok(Response::from_parts(parts, Either::Right(body)))
+        }
+        Err(e) => Ok(refusal(
+            &Failure::new(Reason::UpstreamUnreachable, format!("upstream failed: {e}")),
+            None,
+        )),
+    }
+}
+
+/// The host and port a plain-HTTP request is for, after the consistency checks.
+fn request_target(conn: &Conn, uri: &Uri, headers: &HeaderMap) -> Result<(Host, u16), Refused> {
+    let host_header = match headers.get_all(header::HOST).iter().collect::<Vec<_>>()[..] {
+        [] => None,
+        [one] => Some(one.to_str().map_err(|_| bad_request("Host header is not ASCII"))?),
+        _ => return Err(bad_request("more than one Host header")),
+    };
+    let from_header = host_header.map(parse_target).transpose()?;
+    match conn.listener {
+        Listener::Explicit => {
+            let Some(authority) = uri.authority() else {
+                return Err(bad_request(
+                    "not a proxy request: use an absolute URI (GET http://host/...) or CONNECT",
+                ));
+            };
+            if uri.scheme_str() != Some("http") {
+                return Err(bad_request("only http:// URIs are proxied; use CONNECT for https"));
+            }
+            let (host, port) = parse_target(authority.as_str())?;
+            let port = port.unwrap_or(80);
+            if let Some((header_host, header_port)) = from_header {
+                if header_host != host || header_port.unwrap_or(80) != port {
+                    return Err(bad_request("the Host header names another host than the URI"));
+                }
+            }
+            Ok((host, port))
+        }
+        _ => {
+            let (host, header_port) = from_header.ok_or_else(|| bad_request("no Host header"))?;
+            let port = conn.original_dst.map(|d| d.port()).or(header_port).unwrap_or(80);
+            Ok((host, port))
+        }
+    }
+}
+
+fn parse_target(text: &str) -> Result<(Host, Option<u16>), Refused> {
+    let (host_text, port) = split_authority(text).map_err(bad_request)?;
+    let host = host::parse_host(host_text).map_err(|e| bad_request(format!("bad host '{host_text}': {e}")))?;
+    Ok((host, port))
+}
+
+/// The request as the upstream gets it: origin-form, `Host` set, hop-by-hop and `Proxy-*`
+/// headers removed.
+fn outgoing_request(req: Request<Incoming>, host: &Host, port: u16) -> Request<Incoming> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+    parts.version = http::Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    let authority = match (host, port) {
+        (Host::Ip(std::net::IpAddr::V6(ip)), 80) => format!("[{ip}]"),
+        (Host::Ip(std::net::IpAddr::V6(ip)), port) => format!("[{ip}]:{port}"),
+        (host, 80) => host.to_string(),
+        (host, port) => format!("{host}:{port}"),
+    };
+    if let Ok(value) = HeaderValue::from_str(&authority) {
+        parts.headers.insert(header::HOST, value);
+    }
+    Request::from_parts(parts, body)
+}
+
+/// Removes the headers that belong to one hop (RFC 9110 §7.6.1), those the `Connection`
+/// header names, and every `Proxy-*` header.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+    ] {
+        headers.remove(name);
+    }
+    let proxy_headers: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy_headers {
+        headers.remove(name);
+    }
+}
+
+fn denial_detail(reason: Reason, host: &Host, port: u16) -> String {
+    match reason {
+        Reason::Port => format!("{host} is allowed, but not on port {port}"),
+        Reason::Client => format!("{host}:{port} is allowed, but not for this client"),
+        _ => format!("no rule allows {host}:{port}"),
+    }
+}
+
+fn refusal(failure: &Failure, host: Option<&Host>) -> Response<Body> {
+    let status = StatusCode::from_u16(failure.reason.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let text = refusal_text(failure.reason, &failure.message, host);
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+fn empty() -> Body {
+    Either::Left(Full::new(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_connection_named_and_proxy_headers() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+            ("content-length", "3"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept", "content-length"]);
+    }
+}

@@ -1,0 +1,246 @@
+//! The steps every connection shares, whichever listener it came in on: judge what the
+//! client asked for, resolve and check the upstream addresses, dial, splice, log.
+//! `http` (explicit and transparent HTTP), `tunnel` (CONNECT tunnels and transparent TLS)
+//! call these in order.
+
+mod counted;
+pub mod http;
+mod splice;
+pub mod tunnel;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::log::{Decision, DecisionLog};
+use crate::policy::{ip, Host, Request, Verdict};
+use crate::reason::Reason;
+use crate::resolve::Resolver;
+
+/// A config and what was built from it. Connections take a snapshot when they start, so a
+/// reload never changes the decision an open connection already got.
+pub struct State {
+    pub config: Config,
+    pub resolver: Resolver,
+}
+
+/// Where the proxy is in its life: serving, draining (no new connections, open ones may
+/// finish), or closing (the drain deadline passed: every connection ends now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Serving,
+    Draining,
+    Closing,
+}
+
+/// What every connection task shares: the current state, the decision log and the phase.
+pub struct Proxy {
+    state: RwLock<Arc<State>>,
+    pub log: DecisionLog,
+    phase: watch::Sender<Phase>,
+}
+
+impl Proxy {
+    pub fn new(state: State, log: DecisionLog) -> Proxy {
+        Proxy {
+            state: RwLock::new(Arc::new(state)),
+            log,
+            phase: watch::Sender::new(Phase::Serving),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_if_modified(|now| {
+            let later = phase > *now;
+            if later {
+                *now = phase;
+            }
+            later
+        });
+    }
+
+    /// Completes once the proxy has started draining.
+    pub async fn draining(&self) {
+        self.reached(Phase::Draining).await
+    }
+
+    /// Completes once the drain deadline has passed.
+    pub async fn closing(&self) {
+        self.reached(Phase::Closing).await
+    }
+
+    async fn reached(&self, phase: Phase) {
+        let mut rx = self.phase.subscribe();
+        let _ = rx.wait_for(|now| *now >= phase).await;
+    }
+
+    /// The state new connections and requests use now.
+    pub fn state(&self) -> Arc<State> {
+        match self.state.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in a new state for connections and requests that start from now on.
+    pub fn replace_state(&self, state: State) {
+        let state = Arc::new(state);
+        match self.state.write() {
+            Ok(mut guard) => *guard = state,
+            Err(poisoned) => *poisoned.into_inner() = state,
+        }
+    }
+}
+
+/// A connection's place under `limits.max_connections`, and its count in
+/// `egress_active_connections`: held until the connection and any tunnel it became are gone.
+pub struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _active: crate::metrics::Active,
+}
+
+impl Slot {
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit, listener: crate::log::Listener) -> Slot {
+        Slot {
+            _permit: permit,
+            _active: crate::metrics::Active::open(listener),
+        }
+    }
+}
+
+/// Why a connection could not go on, and what to tell the client and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Failure {
+        Failure {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Applies the policy to a request and records the verdict in the decision line.
+pub fn judge<'s>(state: &'s State, line: &mut Decision, host: &Host, port: u16) -> Verdict<'s> {
+    let verdict = state.config.policy.decide(&Request {
+        client: line.client.ip(),
+        host,
+        port,
+    });
+    record(line, &verdict);
+    verdict
+}
+
+/// Writes a verdict's fields into the decision line.
+pub fn record(line: &mut Decision, verdict: &Verdict<'_>) {
+    line.decision = if verdict.allowed { "allow" } else { "deny" };
+    line.enforced = verdict.allowed || verdict.enforced;
+    line.reason = verdict.reason;
+    line.rule = verdict.rule_name().map(str::to_owned);
+}
+
+/// Records a failure after the policy step (or a malformed request) in the decision line.
+pub fn record_failure(line: &mut Decision, failure: &Failure) {
+    line.decision = "deny";
+    line.enforced = true;
+    line.reason = failure.reason;
+    line.message = Some(failure.message.clone());
+}
+
+/// The one-line body for a refusal: the reason word, the detail, and for AWS service names
+/// or metadata addresses the hint that such traffic belongs on a VPC endpoint.
+pub fn refusal_text(reason: Reason, detail: &str, host: Option<&Host>) -> String {
+    let mut text = format!("egress-proxy: {reason}: {detail}");
+    if host.is_some_and(is_aws_service) {
+        text.push_str(
+            "; AWS service and metadata traffic belongs on a VPC endpoint or the metadata \
+             endpoint directly: add it to NO_PROXY",
+        );
+    }
+    text.push('\n');
+    text
+}
+
+fn is_aws_service(host: &Host) -> bool {
+    match host {
+        Host::Name(name) => {
+            let name = name.as_str();
+            name == "amazonaws.com"
+                || name.ends_with(".amazonaws.com")
+                || name.ends_with(".amazonaws.com.cn")
+        }
+        Host::Ip(ip) => ip::is_aws_metadata(*ip),
+    }
+}
+
+/// Resolves the host (an IP literal stands for itself) and keeps the addresses the upstream
+/// filter permits. Nothing is dialled here.
+pub async fn upstream_targets(state: &State, host: &Host, port: u16) -> Result<Vec<SocketAddr>, Failure> {
+    let addrs: Vec<IpAddr> = match host {
+        Host::Ip(ip) => vec![*ip],
+        Host::Name(name) => {
+            let (result, took) = state.resolver.resolve(name).await;
+            crate::metrics::dns(took);
+            result.map_err(|e| Failure::new(Reason::DnsFailure, e.0))?
+        }
+    };
+    let mut permitted = Vec::with_capacity(addrs.len());
+    let mut refused = None;
+    for ip in addrs {
+        let addr = SocketAddr::new(ip, port);
+        match state.config.upstream.check(addr) {
+            Ok(()) => permitted.push(addr),
+            Err(why) => {
+                refused.get_or_insert(why);
+            }
+        }
+    }
+    if permitted.is_empty() {
+        let why = refused.unwrap_or_else(|| "no addresses".to_owned());
+        return Err(Failure::new(Reason::UpstreamDeniedIp, why));
+    }
+    Ok(permitted)
+}
+
+/// Connects to the first target that answers, trying each in turn within `budget` in all.
+pub async fn dial(targets: &[SocketAddr], budget: Duration) -> Result<(TcpStream, SocketAddr), Failure> {
+    let deadline = Instant::now() + budget;
+    let mut last_error = String::from("no addresses");
+    for (i, &addr) in targets.iter().enumerate() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        // Share what is left fairly, so one black-holed address can't use up the budget.
+        let share = remaining / (targets.len() - i) as u32;
+        let attempt = Instant::now();
+        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                crate::metrics::upstream_connect(attempt.elapsed());
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, addr));
+            }
+            Ok(Err(e)) => last_error = format!("{addr}: {e}"),
+            Err(_) => last_error = format!("{addr}: no answer within {}ms", share.as_millis()),
+        }
+    }
+    if Instant::now() >= deadline {
+        return Err(Failure::new(
+            Reason::Timeout,
+            format!("upstream connect took over {}ms; last: {last_error}", budget.as_millis()),
+        ));
+    }
+    Err(Failure::new(Reason::UpstreamUnreachable, last_error))
+}

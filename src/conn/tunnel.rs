@@ -1,0 +1,238 @@
+//! Tunnels: CONNECT after its `200`, and the transparent TLS listener. Reads the client's
+//! ClientHello (never terminating or altering TLS), checks its SNI, dials, forwards the
+//! bytes it read first and then splices.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+
+use super::splice::{self, write_all};
+use super::{dial, record, record_failure, upstream_targets, Failure, Proxy, State};
+use crate::log::{Decision, Listener};
+use crate::policy::{host, Host, TlsRequirement};
+use crate::reason::Reason;
+use crate::wire::client_hello::{parse_client_hello, ClientHelloInfo, HelloError, HelloOutcome};
+
+/// A CONNECT the policy let through, with its upstream addresses already resolved and
+/// checked; the `200` has been sent.
+pub struct Connect {
+    pub host: Host,
+    pub targets: Vec<SocketAddr>,
+    pub tls: TlsRequirement,
+    /// Whether an SNI problem closes the tunnel (false in report mode: it is only logged).
+    pub enforce_sni: bool,
+}
+
+/// Runs an allowed CONNECT tunnel: `early` holds bytes the client sent after its request head.
+pub async fn connect(
+    proxy: Arc<Proxy>,
+    state: Arc<State>,
+    client: TcpStream,
+    early: Vec<u8>,
+    mut line: Decision,
+    plan: Connect,
+    started: Instant,
+) {
+    let mut first = early;
+    if plan.tls == TlsRequirement::RequireSni {
+        let deadline = Instant::now() + state.config.timeouts.client_handshake;
+        let checked = read_hello(&client, &mut first, deadline)
+            .await
+            .and_then(|hello| {
+                line.sni = hello.sni.clone();
+                note_ech(&mut line, &hello);
+                sni_names(hello.sni.as_deref(), &plan.host)
+            });
+        if let Err(failure) = checked {
+            if plan.enforce_sni || failure.reason == Reason::Timeout {
+                record_failure(&mut line, &failure);
+                proxy.log.write(&mut line);
+                return;
+            }
+            // Report mode: log the would-be denial and go on.
+            line.message = Some(format!("report mode: would deny ({}): {}", failure.reason, failure.message));
+            line.decision = "deny";
+            line.reason = failure.reason;
+            line.enforced = false;
+        }
+    }
+    dial_and_splice(&proxy, &state, client, &first, line, &plan.targets, started).await;
+}
+
+/// Runs a connection redirected to the transparent TLS listener: the SNI is the request.
+pub async fn transparent(
+    proxy: Arc<Proxy>,
+    client: TcpStream,
+    peer: SocketAddr,
+    original_dst: Option<SocketAddr>,
+    default_port: u16,
+) {
+    let started = Instant::now();
+    let state = proxy.state();
+    let mut line = Decision::new(Listener::TransparentTls, peer);
+    line.original_dst = original_dst;
+    let port = original_dst.map_or(default_port, |dst| dst.port());
+    line.port = Some(port);
+    let mut first = Vec::new();
+    let deadline = Instant::now() + state.config.timeouts.client_handshake;
+    let host = read_hello(&client, &mut first, deadline).await.and_then(|hello| {
+        line.sni = hello.sni.clone();
+        note_ech(&mut line, &hello);
+        let sni = hello
+            .sni
+            .as_deref()
+            .ok_or_else(|| Failure::new(Reason::NoSni, "the ClientHello carries no server name"))?;
+        match host::parse_host(sni) {
+            Ok(Host::Name(name)) => Ok(Host::Name(name)),
+            Ok(Host::Ip(_)) => Err(Failure::new(Reason::BadRequest, "the SNI is an IP literal")),
+            Err(e) => Err(Failure::new(Reason::BadRequest, format!("the SNI is not a valid host name: {e}"))),
+        }
+    });
+    let host = match host {
+        Ok(host) => host,
+        Err(failure) => {
+            record_failure(&mut line, &failure);
+            proxy.log.write(&mut line);
+            return;
+        }
+    };
+    line.host = Some(host.to_string());
+    let verdict = super::judge(&state, &mut line, &host, port);
+    if !verdict.lets_through() {
+        proxy.log.write(&mut line);
+        return;
+    }
+    let targets = match upstream_targets(&state, &host, port).await {
+        Ok(targets) => targets,
+        Err(failure) => {
+            record_failure(&mut line, &failure);
+            proxy.log.write(&mut line);
+            return;
+        }
+    };
+    record(&mut line, &verdict);
+    dial_and_splice(&proxy, &state, client, &first, line, &targets, started).await;
+}
+
+/// Dials the first target that answers, logs the decision, forwards `first`, then splices
+/// until the tunnel ends and logs the close line.
+async fn dial_and_splice(
+    proxy: &Proxy,
+    state: &State,
+    client: TcpStream,
+    first: &[u8],
+    mut line: Decision,
+    targets: &[SocketAddr],
+    started: Instant,
+) {
+    let (upstream, addr) = match dial(targets, state.config.timeouts.upstream_connect).await {
+        Ok(connected) => connected,
+        Err(failure) => {
+            record_failure(&mut line, &failure);
+            proxy.log.write(&mut line);
+            return;
+        }
+    };
+    line.upstream = Some(addr);
+    splice_dialled(proxy, state, client, upstream, first, line, started).await;
+}
+
+/// Logs the decision for a connected tunnel, forwards `first`, splices until the tunnel
+/// ends and logs the close line.
+pub async fn splice_dialled(
+    proxy: &Proxy,
+    state: &State,
+    client: TcpStream,
+    upstream: TcpStream,
+    first: &[u8],
+    mut line: Decision,
+    started: Instant,
+) {
+    proxy.log.write(&mut line);
+    let _ = client.set_nodelay(true);
+    let moved = match write_all(&upstream, first).await {
+        Ok(()) => splice::splice(&client, &upstream, state.config.timeouts.idle, proxy.closing()).await,
+        Err(_) => splice::Moved {
+            up: 0,
+            down: 0,
+            idle_timeout: false,
+        },
+    };
+    if moved.idle_timeout {
+        line.message = Some(format!("idle for {}s", state.config.timeouts.idle.as_secs()));
+    }
+    let up = first.len() as u64 + moved.up;
+    proxy.log.close(&line, up, moved.down, started.elapsed());
+}
+
+/// Reads from `client` into `buf` until it holds a whole ClientHello, within `deadline`.
+pub async fn read_hello(client: &TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result<ClientHelloInfo, Failure> {
+    loop {
+        match parse_client_hello(buf) {
+            Ok(HelloOutcome::Hello(info)) => return Ok(info),
+            Ok(HelloOutcome::Incomplete) => {}
+            Err(e) => return Err(hello_failure(&e)),
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let read = tokio::time::timeout(wait, read_some(client, buf)).await;
+        match read {
+            Err(_) => {
+                return Err(Failure::new(
+                    Reason::Timeout,
+                    "no complete ClientHello within timeouts.client_handshake",
+                ))
+            }
+            Ok(Ok(0)) => return Err(Failure::new(Reason::BadRequest, "client closed before a complete ClientHello")),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Failure::new(Reason::BadRequest, format!("reading the ClientHello: {e}"))),
+        }
+    }
+}
+
+async fn read_some(client: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        client.readable().await?;
+        match client.try_read(&mut chunk) {
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn hello_failure(error: &HelloError) -> Failure {
+    let reason = match error {
+        HelloError::NotTls | HelloError::SslV2 => Reason::NoSni,
+        _ => Reason::BadRequest,
+    };
+    Failure::new(reason, format!("ClientHello: {error}"))
+}
+
+/// The tunnel's ClientHello must name the host that was asked for.
+pub fn sni_names(sni: Option<&str>, asked: &Host) -> Result<(), Failure> {
+    let Some(sni) = sni else {
+        return Err(Failure::new(Reason::NoSni, "the ClientHello carries no server name"));
+    };
+    match host::parse_host(sni) {
+        Ok(named) if &named == asked => Ok(()),
+        Ok(Host::Ip(_)) => Err(Failure::new(Reason::BadRequest, "the SNI is an IP literal")),
+        Ok(named) => Err(Failure::new(
+            Reason::SniMismatch,
+            format!("CONNECT to {asked} but the ClientHello names {named}"),
+        )),
+        Err(e) => Err(Failure::new(Reason::BadRequest, format!("the SNI is not a valid host name: {e}"))),
+    }
+}
+
+fn note_ech(line: &mut Decision, hello: &ClientHelloInfo) {
+    if hello.has_ech {
+        line.message = Some("encrypted ClientHello: judged on the outer SNI".to_owned());
+    }
+}
+

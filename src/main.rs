@@ -1,0 +1,128 @@
+//! Command line: `run`, `check`, `validate`, and their exit codes. Nothing else lives here.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use egress_proxy::config::source::Source;
+use egress_proxy::config::Config;
+use egress_proxy::serve;
+
+#[derive(Parser)]
+#[command(name = "egress-proxy", version, about = "Deny-by-default egress proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start every listener in the config and serve until SIGTERM/SIGINT, then drain.
+    Run {
+        /// A file path, or ssm:/parameter/name.
+        #[arg(long, env = "EGRESS_PROXY_CONFIG")]
+        config: String,
+    },
+    /// Print the decision the proxy would make for HOST[:PORT] (exit 0 allow, 1 deny).
+    Check {
+        #[arg(long, env = "EGRESS_PROXY_CONFIG")]
+        config: String,
+        /// The client address asking (default 0.0.0.0).
+        #[arg(long)]
+        client: Option<IpAddr>,
+        /// The SNI the client would send (checked against HOST).
+        #[arg(long)]
+        sni: Option<String>,
+        /// Judge the name only; don't resolve and check its addresses.
+        #[arg(long)]
+        no_resolve: bool,
+        /// Port when HOST has none.
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+        /// host, host:port, or [v6]:port.
+        target: String,
+    },
+    /// Parse and check the config; print every problem with its field path.
+    Validate {
+        #[arg(long, env = "EGRESS_PROXY_CONFIG")]
+        config: String,
+    },
+}
+
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EGRESS_PROXY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("egress-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => run(&config).await,
+            Command::Validate { config } => validate(&config).await,
+            Command::Check {
+                config,
+                client,
+                sni,
+                no_resolve,
+                port,
+                target,
+            } => {
+                let Ok(config) = load(&config).await else {
+                    return ExitCode::from(EXIT_CONFIG);
+                };
+                let client = SocketAddr::new(client.unwrap_or(IpAddr::from([0, 0, 0, 0])), 0);
+                let outcome = egress_proxy::check::check(config, client, sni.as_deref(), !no_resolve, &target, port).await;
+                println!("{}", outcome.summary());
+                ExitCode::from(if outcome.allowed { 0 } else { 1 })
+            }
+        }
+    })
+}
+
+/// Reads and checks a config, printing every problem to stderr.
+async fn load(source: &str) -> Result<Config, ()> {
+    let source = Source::parse(source);
+    let text = source.read().await.map_err(|e| eprintln!("egress-proxy: {e}"))?;
+    Config::from_yaml(&text).map_err(|problems| {
+        eprintln!("egress-proxy: {source}: {} problem(s):", problems.0.len());
+        for problem in &problems.0 {
+            eprintln!("  {problem}");
+        }
+    })
+}
+
+async fn validate(source: &str) -> ExitCode {
+    match load(source).await {
+        Ok(config) => {
+            println!("{source}: valid, {} rules", config.policy.rules().len());
+            ExitCode::SUCCESS
+        }
+        Err(()) => ExitCode::from(EXIT_CONFIG),
+    }
+}
+
+async fn run(source: &str) -> ExitCode {
+    let Ok(config) = load(source).await else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    match serve::run(Source::parse(source), config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
