@@ -140,3 +140,6 @@ impl Config {
         parse::parse(text)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -220,6 +220,12 @@ impl Walk {
                     TlsRequirement::RequireSni
                 }
             };
+            if !cidrs.is_empty() && tls == TlsRequirement::RequireSni {
+                self.problem(
+                    &join(&path, "tls"),
+                    "a rule with cidrs needs `tls: any`: clients send no SNI to an IP-literal destination",
+                );
+            }
             let mode = self.mode(map.get("mode"), &join(&path, "mode"));
             rules.push(Rule { name, hosts, ports, clients, cidrs, tls, mode });
         }
@@ -462,5 +468,3 @@ fn show(value: &Value) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests;

@@ -92,6 +92,9 @@ pub async fn transparent(
     });
     let host = match host {
         Ok(host) => host,
+        // A connection that closes without sending a byte (a load balancer's TCP health
+        // check, a port scan) asked for nothing: no decision to log.
+        Err(failure) if first.is_empty() && failure.reason != Reason::Timeout => return,
         Err(failure) => {
             record_failure(&mut line, &failure);
             proxy.log.write(&mut line);

@@ -1,0 +1,445 @@
+//! Test harness: starts the real `egress-proxy` binary on free loopback ports with a temp
+//! config, reads its decision lines, and runs origins (TLS made at test time with rcgen,
+//! and plain HTTP) that count every connection they accept.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_egress-proxy");
+
+/// A free loopback port (bound then released; the proxy binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running proxy. Killed on drop.
+pub struct Proxy {
+    pub child: Child,
+    pub explicit: SocketAddr,
+    pub transparent_tls: SocketAddr,
+    pub transparent_http: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: std::path::PathBuf,
+    lines: Mutex<mpsc::Receiver<Value>>,
+    seen: Mutex<Vec<Value>>,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Proxy {
+    /// Starts the proxy with every listener on a free loopback port and `rest` (YAML for
+    /// allow/upstream/resolver/timeouts/limits/mode) appended to the config.
+    pub fn start(rest: &str) -> Proxy {
+        let explicit: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let transparent_tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let transparent_http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "listeners:\n  explicit: {explicit}\n  transparent_tls: {transparent_tls}\n  transparent_http: {transparent_http}\n  admin: {admin}\n{rest}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("egress.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("EGRESS_PROXY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting egress-proxy");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let proxy = Proxy {
+            child,
+            explicit,
+            transparent_tls,
+            transparent_http,
+            admin,
+            dir,
+            config_path,
+            lines: Mutex::new(rx),
+            seen: Mutex::new(Vec::new()),
+            stderr,
+        };
+        proxy.wait_listening();
+        proxy
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for addr in [self.explicit, self.transparent_tls, self.transparent_http, self.admin] {
+            while TcpStream::connect(addr).is_err() {
+                assert!(Instant::now() < deadline, "proxy did not listen on {addr}; stderr:\n{}", self.stderr());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // The probe connections above are closed without a request: they log nothing.
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The next decision line (not `close`) matching `pred`, waiting up to 10 s.
+    pub fn decision(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        self.line(|v| v["event"] == "decision" && pred(v))
+    }
+
+    /// The next close line matching `pred`.
+    pub fn close_line(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        self.line(|v| v["event"] == "close" && pred(v))
+    }
+
+    /// The first line (seen or arriving within 10 s) matching `pred`; it is consumed.
+    pub fn line(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            {
+                let mut seen = self.seen.lock().unwrap();
+                if let Some(i) = seen.iter().position(&pred) {
+                    return seen.remove(i);
+                }
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.lines.lock().unwrap().recv_timeout(wait) {
+                Ok(v) => self.seen.lock().unwrap().push(v),
+                Err(_) => panic!(
+                    "no matching decision line within 10s; seen: {:#?}\nstderr:\n{}",
+                    self.seen.lock().unwrap(),
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Every line that arrives within `wait`, plus any not yet consumed.
+    pub fn drain_lines(&self, wait: Duration) -> Vec<Value> {
+        std::thread::sleep(wait);
+        let rx = self.lines.lock().unwrap();
+        let mut seen = self.seen.lock().unwrap();
+        while let Ok(v) = rx.try_recv() {
+            seen.push(v);
+        }
+        std::mem::take(&mut *seen)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    pub fn rewrite_config(&self, rest: &str) {
+        let config = format!(
+            "listeners:\n  explicit: {}\n  transparent_tls: {}\n  transparent_http: {}\n  admin: {}\n{rest}",
+            self.explicit, self.transparent_tls, self.transparent_http, self.admin
+        );
+        let tmp = self.dir.path().join("egress.yaml.new");
+        std::fs::write(&tmp, config).unwrap();
+        std::fs::rename(tmp, &self.config_path).unwrap();
+    }
+
+    /// GET on the admin listener: (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends raw request bytes, reads to EOF: (status, whole response text).
+pub fn http_get(addr: SocketAddr, raw: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    (status_of(&text), text)
+}
+
+/// The status code of an HTTP response text, or 0.
+pub fn status_of(text: &str) -> u16 {
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// Reads one HTTP response head (up to the blank line) from a blocking stream.
+pub fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Sends `CONNECT target` and returns the stream and the response head.
+pub fn connect(proxy: SocketAddr, target: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let head = read_head(&mut s);
+    (s, head)
+}
+
+/// A TLS origin on 127.0.0.1 with a certificate for `names`, signed by a CA made now.
+/// It answers `GET`/`HEAD` with a short HTTP response and echoes anything else.
+pub struct TlsOrigin {
+    pub addr: SocketAddr,
+    pub ca_pem: String,
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl TlsOrigin {
+    pub fn start(names: &[&str]) -> TlsOrigin {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "egress-proxy test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(stream).await else { return };
+                        serve_tls(tls).await;
+                    });
+                }
+            });
+        });
+        TlsOrigin {
+            addr,
+            ca_pem: ca.pem(),
+            ca_der: ca.der().clone(),
+            accepted,
+        }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// A rustls client config trusting this origin's CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }
+}
+
+async fn serve_tls(mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    let Ok(n) = tls.read(&mut buf).await else { return };
+    if n == 0 {
+        return;
+    }
+    if buf.starts_with(b"GET ") || buf.starts_with(b"HEAD ") {
+        let body = "hello from the TLS origin\n";
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        let _ = tls.write_all(reply.as_bytes()).await;
+        let _ = tls.shutdown().await;
+        return;
+    }
+    if tls.write_all(&buf[..n]).await.is_err() {
+        return;
+    }
+    loop {
+        match tls.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tls.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = tls.shutdown().await;
+}
+
+/// A plain TCP origin that echoes, counting connections.
+pub struct EchoOrigin {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl EchoOrigin {
+    pub fn start() -> EchoOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut reader = stream.try_clone().unwrap();
+                    let _ = std::io::copy(&mut reader, &mut stream);
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        EchoOrigin { addr, accepted }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// A plain HTTP/1.1 origin (keep-alive) whose body reports what it received: the request
+/// line, the Host header, and the names of any proxy/hop-by-hop headers that reached it.
+pub struct HttpOrigin {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl HttpOrigin {
+    pub fn start() -> HttpOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || serve_http(stream));
+            }
+        });
+        HttpOrigin { addr, accepted }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+fn serve_http(stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut host = String::new();
+        let mut leaked = Vec::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap_or((line, ""));
+            let name = name.to_ascii_lowercase();
+            match name.as_str() {
+                "host" => host = value.trim().to_owned(),
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                n if n.starts_with("proxy-") || n == "connection" || n == "keep-alive" || n == "x-hop" => {
+                    leaked.push(n.to_owned())
+                }
+                _ => {}
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let text = format!(
+            "{} host={host} leaked=[{}] body={}\n",
+            request_line.trim_end(),
+            leaked.join(","),
+            String::from_utf8_lossy(&body)
+        );
+        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
+        if out.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 response with Content-Length from a blocking stream: (status, body).
+pub fn read_response(s: &mut TcpStream) -> (u16, String) {
+    let head = read_head(s);
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    let _ = s.read_exact(&mut body);
+    (status_of(&head), String::from_utf8_lossy(&body).into_owned())
+}
