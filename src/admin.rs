@@ -56,7 +56,10 @@ fn respond(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             );
             response
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n".into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n".into(),
+        ),
     }
 }
 

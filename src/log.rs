@@ -191,8 +191,19 @@ mod tests {
         d.ts = rfc3339_millis(UNIX_EPOCH);
         let v: serde_json::Value = serde_json::to_value(&d).unwrap();
         for field in [
-            "ts", "decision", "reason", "rule", "listener", "client", "host", "port", "sni",
-            "upstream", "bytes_up", "bytes_down", "duration_ms",
+            "ts",
+            "decision",
+            "reason",
+            "rule",
+            "listener",
+            "client",
+            "host",
+            "port",
+            "sni",
+            "upstream",
+            "bytes_up",
+            "bytes_down",
+            "duration_ms",
         ] {
             assert!(v.get(field).is_some(), "missing {field}");
         }

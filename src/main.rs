@@ -61,7 +61,10 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("egress-proxy: cannot start the runtime: {e}");
@@ -84,7 +87,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 };
                 let client = SocketAddr::new(client.unwrap_or(IpAddr::from([0, 0, 0, 0])), 0);
-                let outcome = egress_proxy::check::check(config, client, sni.as_deref(), !no_resolve, &target, port).await;
+                let outcome = egress_proxy::check::check(
+                    config,
+                    client,
+                    sni.as_deref(),
+                    !no_resolve,
+                    &target,
+                    port,
+                )
+                .await;
                 println!("{}", outcome.summary());
                 ExitCode::from(if outcome.allowed { 0 } else { 1 })
             }
@@ -95,7 +106,10 @@ fn main() -> ExitCode {
 /// Reads and checks a config, printing every problem to stderr.
 async fn load(source: &str) -> Result<Config, ()> {
     let source = Source::parse(source);
-    let text = source.read().await.map_err(|e| eprintln!("egress-proxy: {e}"))?;
+    let text = source
+        .read()
+        .await
+        .map_err(|e| eprintln!("egress-proxy: {e}"))?;
     Config::from_yaml(&text).map_err(|problems| {
         eprintln!("egress-proxy: {source}: {} problem(s):", problems.0.len());
         for problem in &problems.0 {

@@ -35,7 +35,11 @@ pub fn install() {
     match built {
         Ok(Ok(handle)) => {
             let _ = HANDLE.set(handle);
-            for listener in [Listener::Explicit, Listener::TransparentTls, Listener::TransparentHttp] {
+            for listener in [
+                Listener::Explicit,
+                Listener::TransparentTls,
+                Listener::TransparentHttp,
+            ] {
                 gauge!(ACTIVE, "listener" => listener.as_str()).set(0.0);
             }
             for result in ["success", "error"] {
@@ -48,7 +52,10 @@ pub fn install() {
 
 /// The Prometheus text exposition of every metric.
 pub fn render() -> String {
-    HANDLE.get().map(PrometheusHandle::render).unwrap_or_default()
+    HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
 }
 
 /// Counts a decision line (not close lines).
@@ -80,7 +87,9 @@ pub fn dns(took: Duration) {
 pub fn config_reloaded(ok: bool) {
     counter!(RELOADS, "result" => if ok { "success" } else { "error" }).increment(1);
     if ok {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         gauge!(LAST_RELOAD).set(now.as_secs_f64());
     }
 }

@@ -36,7 +36,9 @@ impl Resolver {
                 builder.build().ok()
             }
             Err(e) => {
-                tracing::warn!("no system DNS configuration ({e}); only resolver.hosts will resolve");
+                tracing::warn!(
+                    "no system DNS configuration ({e}); only resolver.hosts will resolve"
+                );
                 None
             }
         };
@@ -64,7 +66,9 @@ impl Resolver {
             return Err(ResolveError(format!("{name} is under .invalid (RFC 6761)")));
         }
         let Some(dns) = &self.dns else {
-            return Err(ResolveError(format!("{name} is not in resolver.hosts and DNS is unavailable")));
+            return Err(ResolveError(format!(
+                "{name} is not in resolver.hosts and DNS is unavailable"
+            )));
         };
         // The trailing dot makes the name absolute: no search-domain expansion.
         let lookup = dns

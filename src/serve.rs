@@ -27,7 +27,10 @@ pub fn build_state(mut config: Config) -> State {
         .upstream
         .clone()
         .with_own_addresses(config.listeners.all(), local_addresses());
-    let resolver = Resolver::new(config.resolver_hosts.clone(), config.timeouts.upstream_connect);
+    let resolver = Resolver::new(
+        config.resolver_hosts.clone(),
+        config.timeouts.upstream_connect,
+    );
     State { config, resolver }
 }
 
@@ -47,16 +50,24 @@ pub async fn run(source: Source, config: Config) -> io::Result<()> {
         (Listener::TransparentHttp, listeners.transparent_http),
     ] {
         let Some(addr) = addr else { continue };
-        let socket = TcpListener::bind(addr)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("binding listeners.{} {addr}: {e}", listener.as_str())))?;
+        let socket = TcpListener::bind(addr).await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("binding listeners.{} {addr}: {e}", listener.as_str()),
+            )
+        })?;
         tracing::info!("listening: {} on {addr}", listener.as_str());
-        accepting.push(tokio::spawn(accept_loop(proxy.clone(), slots.clone(), socket, listener)));
+        accepting.push(tokio::spawn(accept_loop(
+            proxy.clone(),
+            slots.clone(),
+            socket,
+            listener,
+        )));
     }
     if let Some(addr) = listeners.admin {
-        let socket = TcpListener::bind(addr)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("binding listeners.admin {addr}: {e}")))?;
+        let socket = TcpListener::bind(addr).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("binding listeners.admin {addr}: {e}"))
+        })?;
         tracing::info!("listening: admin on {addr}");
         tokio::spawn(admin::serve(proxy.clone(), socket));
     }
@@ -64,14 +75,23 @@ pub async fn run(source: Source, config: Config) -> io::Result<()> {
 
     wait_for_stop().await?;
     let drain = proxy.state().config.timeouts.drain;
-    tracing::info!("draining: no new connections; open ones have {}s", drain.as_secs());
+    tracing::info!(
+        "draining: no new connections; open ones have {}s",
+        drain.as_secs()
+    );
     proxy.set_phase(Phase::Draining);
     for task in &accepting {
         task.abort();
     }
     let all = max_connections as u32;
-    if tokio::time::timeout(drain, slots.acquire_many(all)).await.is_err() {
-        tracing::info!("drain deadline passed: closing {} open connections", max_connections - slots.available_permits());
+    if tokio::time::timeout(drain, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            "drain deadline passed: closing {} open connections",
+            max_connections - slots.available_permits()
+        );
         proxy.set_phase(Phase::Closing);
         // Closed connections log their close lines on the way out.
         let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(all)).await;
@@ -92,10 +112,16 @@ async fn wait_for_stop() -> io::Result<()> {
     Ok(())
 }
 
-async fn accept_loop(proxy: Arc<Proxy>, slots: Arc<Semaphore>, socket: TcpListener, listener: Listener) {
+async fn accept_loop(
+    proxy: Arc<Proxy>,
+    slots: Arc<Semaphore>,
+    socket: TcpListener,
+    listener: Listener,
+) {
+    let ports = &proxy.state().config.listeners;
     let default_port = match listener {
-        Listener::TransparentTls => 443,
-        _ => 80,
+        Listener::TransparentTls => ports.transparent_tls_port,
+        _ => ports.transparent_http_port,
     };
     loop {
         let (stream, peer) = match socket.accept().await {
@@ -117,7 +143,13 @@ async fn accept_loop(proxy: Arc<Proxy>, slots: Arc<Semaphore>, socket: TcpListen
             match listener {
                 Listener::Explicit => http::serve(proxy, stream, peer, listener, None, slot).await,
                 Listener::TransparentHttp => {
-                    let dst = original_dst(&stream);
+                    // Unknown original destination: the configured default port.
+                    let dst = original_dst(&stream).or_else(|| {
+                        Some(SocketAddr::new(
+                            stream.local_addr().ok()?.ip(),
+                            default_port,
+                        ))
+                    });
                     http::serve(proxy, stream, peer, listener, dst, slot).await
                 }
                 Listener::TransparentTls => {
@@ -132,9 +164,17 @@ async fn accept_loop(proxy: Arc<Proxy>, slots: Arc<Semaphore>, socket: TcpListen
 
 /// Beyond `limits.max_connections`: a 503 for HTTP listeners, a close for TLS, a decision
 /// line either way.
-async fn refuse_at_limit(proxy: Arc<Proxy>, stream: TcpStream, peer: SocketAddr, listener: Listener) {
+async fn refuse_at_limit(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Listener,
+) {
     let mut line = Decision::new(listener, peer);
-    record_failure(&mut line, &Failure::new(Reason::Limit, "at limits.max_connections"));
+    record_failure(
+        &mut line,
+        &Failure::new(Reason::Limit, "at limits.max_connections"),
+    );
     proxy.log.write(&mut line);
     if listener != Listener::TransparentTls {
         let body = "egress-proxy: limit: too many connections, try again\n";
@@ -164,7 +204,14 @@ fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
             SocketAddr::V4(_) => (libc::SOL_IP, libc::SO_ORIGINAL_DST),
             SocketAddr::V6(_) => (libc::SOL_IPV6, libc::IP6T_SO_ORIGINAL_DST),
         };
-        if libc::getsockopt(fd, level, name, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len) != 0 {
+        if libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) != 0
+        {
             return None;
         }
         sockaddr_to_std(&addr)?
@@ -176,13 +223,15 @@ fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(addr.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
-            let v4 = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let v4 =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
             Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(v4.sin_port)))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
-            let v6 = unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let v6 =
+                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
             Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(v6.sin6_port)))
         }
@@ -211,7 +260,11 @@ fn local_addresses() -> Vec<IpAddr> {
                     _ => 0,
                 };
                 if len > 0 {
-                    std::ptr::copy_nonoverlapping(entry.ifa_addr.cast::<u8>(), (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(), len);
+                    std::ptr::copy_nonoverlapping(
+                        entry.ifa_addr.cast::<u8>(),
+                        (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+                        len,
+                    );
                     if let Some(addr) = sockaddr_to_std(&storage) {
                         found.push(addr.ip());
                     }
@@ -229,7 +282,8 @@ fn raise_fd_limit() {
     // SAFETY: plain getrlimit/setrlimit on a local struct.
     unsafe {
         let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }

@@ -4,6 +4,8 @@
 
 mod parse;
 pub mod source;
+#[cfg(feature = "ssm")]
+pub mod ssm;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,12 +27,29 @@ pub struct Config {
     pub limits: Limits,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listeners {
     pub explicit: Option<SocketAddr>,
     pub transparent_tls: Option<SocketAddr>,
     pub transparent_http: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// The upstream port for transparent connections whose original destination is unknown
+    /// (not redirected by iptables/nftables): `{ listen: ..., default_port: ... }`.
+    pub transparent_tls_port: u16,
+    pub transparent_http_port: u16,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            explicit: None,
+            transparent_tls: None,
+            transparent_http: None,
+            admin: None,
+            transparent_tls_port: 443,
+            transparent_http_port: 80,
+        }
+    }
 }
 
 impl Listeners {

@@ -23,6 +23,7 @@ const TOP: &[&str] = &[
     "limits",
 ];
 const LISTENERS: &[&str] = &["explicit", "transparent_tls", "transparent_http", "admin"];
+const TRANSPARENT: &[&str] = &["listen", "default_port"];
 const RULE: &[&str] = &["name", "hosts", "ports", "clients", "cidrs", "tls", "mode"];
 const UPSTREAM: &[&str] = &["deny_cidrs", "allow_cidrs"];
 const RESOLVER: &[&str] = &["hosts"];
@@ -74,7 +75,10 @@ impl Walk {
                     &join(path, k),
                     format!("unknown field; expected one of: {}", known.join(", ")),
                 ),
-                None => self.problem(path, format!("field names must be strings, found {}", kind(key))),
+                None => self.problem(
+                    path,
+                    format!("field names must be strings, found {}", kind(key)),
+                ),
             }
         }
         Some(map)
@@ -122,7 +126,10 @@ impl Walk {
     fn listeners(&mut self, value: Option<&Value>) -> Listeners {
         let mut listeners = Listeners::default();
         let Some(map) = value.and_then(|v| self.mapping(v, "listeners", LISTENERS)) else {
-            self.problem("listeners", "missing: at least listeners.explicit or a transparent listener is needed");
+            self.problem(
+                "listeners",
+                "missing: at least listeners.explicit or a transparent listener is needed",
+            );
             return listeners;
         };
         let get = |walk: &mut Walk, key: &str| {
@@ -130,12 +137,21 @@ impl Walk {
             map.get(key).and_then(|v| walk.socket_addr(v, &path))
         };
         listeners.explicit = get(self, "explicit");
-        listeners.transparent_tls = get(self, "transparent_tls");
-        listeners.transparent_http = get(self, "transparent_http");
         listeners.admin = get(self, "admin");
-        let proxies = [listeners.explicit, listeners.transparent_tls, listeners.transparent_http];
+        (listeners.transparent_tls, listeners.transparent_tls_port) =
+            self.transparent(map.get("transparent_tls"), "transparent_tls", 443);
+        (listeners.transparent_http, listeners.transparent_http_port) =
+            self.transparent(map.get("transparent_http"), "transparent_http", 80);
+        let proxies = [
+            listeners.explicit,
+            listeners.transparent_tls,
+            listeners.transparent_http,
+        ];
         if proxies.iter().all(Option::is_none) && !self.has_problem_under("listeners") {
-            self.problem("listeners", "no proxy listener: set explicit, transparent_tls or transparent_http");
+            self.problem(
+                "listeners",
+                "no proxy listener: set explicit, transparent_tls or transparent_http",
+            );
         }
         let all = listeners.all();
         for (i, a) in all.iter().enumerate() {
@@ -144,6 +160,39 @@ impl Walk {
             }
         }
         listeners
+    }
+
+    /// A transparent listener: an address, or `{ listen: ADDR, default_port: PORT }` where
+    /// the port is used when the original destination can't be read from the socket.
+    fn transparent(
+        &mut self,
+        value: Option<&Value>,
+        key: &str,
+        default_port: u16,
+    ) -> (Option<SocketAddr>, u16) {
+        let path = join("listeners", key);
+        match value {
+            None | Some(Value::Null) => (None, default_port),
+            Some(Value::Mapping(_)) => {
+                let Some(map) = self.mapping(value.unwrap_or(&Value::Null), &path, TRANSPARENT)
+                else {
+                    return (None, default_port);
+                };
+                let addr = match map.get("listen") {
+                    Some(v) => self.socket_addr(v, &join(&path, "listen")),
+                    None => {
+                        self.problem(&join(&path, "listen"), "missing: the address to listen on");
+                        None
+                    }
+                };
+                let port = map
+                    .get("default_port")
+                    .and_then(|v| self.port(v, &join(&path, "default_port")))
+                    .unwrap_or(default_port);
+                (addr, port)
+            }
+            Some(v) => (self.socket_addr(v, &path), default_port),
+        }
     }
 
     fn has_problem_under(&self, prefix: &str) -> bool {
@@ -162,15 +211,22 @@ impl Walk {
             }
             Ok(addr) => Some(addr),
             Err(_) => {
-                self.problem(path, format!("'{text}' is not an address like 0.0.0.0:3128 or [::]:3128"));
+                self.problem(
+                    path,
+                    format!("'{text}' is not an address like 0.0.0.0:3128 or [::]:3128"),
+                );
                 None
             }
         }
     }
 
     fn rules(&mut self, value: Option<&Value>) -> Vec<Rule> {
-        let Some(value) = value else { return Vec::new() };
-        let Some(items) = self.sequence(value, "allow") else { return Vec::new() };
+        let Some(value) = value else {
+            return Vec::new();
+        };
+        let Some(items) = self.sequence(value, "allow") else {
+            return Vec::new();
+        };
         let mut names = HashSet::new();
         let mut rules = Vec::new();
         for (i, item) in items.iter().enumerate() {
@@ -184,12 +240,18 @@ impl Walk {
             let name = match map.get("name").and_then(Value::as_str) {
                 Some(name) if !name.trim().is_empty() => {
                     if !names.insert(name.to_owned()) {
-                        self.problem(&join(&path, "name"), format!("duplicate rule name '{name}'"));
+                        self.problem(
+                            &join(&path, "name"),
+                            format!("duplicate rule name '{name}'"),
+                        );
                     }
                     name.to_owned()
                 }
                 _ => {
-                    self.problem(&join(&path, "name"), "missing: every rule needs a non-empty name");
+                    self.problem(
+                        &join(&path, "name"),
+                        "missing: every rule needs a non-empty name",
+                    );
                     String::new()
                 }
             };
@@ -205,7 +267,10 @@ impl Walk {
                 Some(v) => {
                     let ports = self.list(Some(v), &join(&path, "ports"), Walk::port);
                     if ports.is_empty() && !self.has_problem_under(&join(&path, "ports")) {
-                        self.problem(&join(&path, "ports"), "empty: omit it for the default [443]");
+                        self.problem(
+                            &join(&path, "ports"),
+                            "empty: omit it for the default [443]",
+                        );
                     }
                     ports
                 }
@@ -227,7 +292,15 @@ impl Walk {
                 );
             }
             let mode = self.mode(map.get("mode"), &join(&path, "mode"));
-            rules.push(Rule { name, hosts, ports, clients, cidrs, tls, mode });
+            rules.push(Rule {
+                name,
+                hosts,
+                ports,
+                clients,
+                cidrs,
+                tls,
+                mode,
+            });
         }
         rules
     }
@@ -250,7 +323,9 @@ impl Walk {
         path: &str,
         mut item: impl FnMut(&mut Walk, &Value, &str) -> Option<T>,
     ) -> Vec<T> {
-        let Some(items) = value.and_then(|v| self.sequence(v, path)) else { return Vec::new() };
+        let Some(items) = value.and_then(|v| self.sequence(v, path)) else {
+            return Vec::new();
+        };
         items
             .iter()
             .enumerate()
@@ -260,7 +335,10 @@ impl Walk {
 
     fn pattern(&mut self, value: &Value, path: &str) -> Option<HostPattern> {
         let Some(text) = value.as_str() else {
-            self.problem(path, format!("expected a host name or pattern, found {}", kind(value)));
+            self.problem(
+                path,
+                format!("expected a host name or pattern, found {}", kind(value)),
+            );
             return None;
         };
         HostPattern::parse(text)
@@ -270,7 +348,10 @@ impl Walk {
 
     fn cidr(&mut self, value: &Value, path: &str) -> Option<IpNet> {
         let Some(text) = value.as_str() else {
-            self.problem(path, format!("expected a CIDR like 10.0.0.0/8, found {}", kind(value)));
+            self.problem(
+                path,
+                format!("expected a CIDR like 10.0.0.0/8, found {}", kind(value)),
+            );
             return None;
         };
         // A bare address is a one-address network.
@@ -279,7 +360,10 @@ impl Walk {
             .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
         match parsed {
             Ok(net) if net.trunc() != net => {
-                self.problem(path, format!("'{text}' has host bits set; did you mean {}?", net.trunc()));
+                self.problem(
+                    path,
+                    format!("'{text}' has host bits set; did you mean {}?", net.trunc()),
+                );
                 None
             }
             Ok(net) => Some(match net.addr().to_canonical() {
@@ -290,7 +374,10 @@ impl Walk {
                 _ => net,
             }),
             Err(_) => {
-                self.problem(path, format!("'{text}' is not a CIDR like 10.0.0.0/8 or 2001:db8::/32"));
+                self.problem(
+                    path,
+                    format!("'{text}' is not a CIDR like 10.0.0.0/8 or 2001:db8::/32"),
+                );
                 None
             }
         }
@@ -300,7 +387,10 @@ impl Walk {
         match value.as_u64() {
             Some(0) => self.problem(path, "port 0 is not allowed"),
             Some(p) if p <= 65535 => return Some(p as u16),
-            _ => self.problem(path, format!("expected a port 1-65535, found {}", show(value))),
+            _ => self.problem(
+                path,
+                format!("expected a port 1-65535, found {}", show(value)),
+            ),
         }
         None
     }
@@ -323,7 +413,13 @@ impl Walk {
             None | Some(Value::Null) => return hosts,
             Some(Value::Mapping(entries)) => entries,
             Some(other) => {
-                self.problem("resolver.hosts", format!("expected a mapping of name to addresses, found {}", kind(other)));
+                self.problem(
+                    "resolver.hosts",
+                    format!(
+                        "expected a mapping of name to addresses, found {}",
+                        kind(other)
+                    ),
+                );
                 return hosts;
             }
         };
@@ -357,7 +453,10 @@ impl Walk {
         match value.as_str().map(str::parse::<IpAddr>) {
             Some(Ok(ip)) => Some(ip),
             _ => {
-                self.problem(path, format!("expected an IP address, found {}", show(value)));
+                self.problem(
+                    path,
+                    format!("expected an IP address, found {}", show(value)),
+                );
                 None
             }
         }
@@ -365,7 +464,9 @@ impl Walk {
 
     fn timeouts(&mut self, value: Option<&Value>) -> Timeouts {
         let mut t = Timeouts::default();
-        let Some(map) = value.and_then(|v| self.mapping(v, "timeouts", TIMEOUTS)) else { return t };
+        let Some(map) = value.and_then(|v| self.mapping(v, "timeouts", TIMEOUTS)) else {
+            return t;
+        };
         for (key, slot) in [
             ("client_handshake", &mut t.client_handshake),
             ("upstream_connect", &mut t.upstream_connect),
@@ -383,8 +484,13 @@ impl Walk {
 
     fn reload(&mut self, value: Option<&Value>) -> ReloadSettings {
         let mut r = ReloadSettings::default();
-        let Some(map) = value.and_then(|v| self.mapping(v, "reload", RELOAD)) else { return r };
-        if let Some(d) = map.get("poll_interval").and_then(|v| self.duration(v, "reload.poll_interval")) {
+        let Some(map) = value.and_then(|v| self.mapping(v, "reload", RELOAD)) else {
+            return r;
+        };
+        if let Some(d) = map
+            .get("poll_interval")
+            .and_then(|v| self.duration(v, "reload.poll_interval"))
+        {
             r.poll_interval = d;
         }
         r
@@ -399,25 +505,39 @@ impl Walk {
         match parsed {
             Some(d) if d.is_zero() => self.problem(path, "must be greater than zero"),
             Some(d) => return Some(d),
-            None => self.problem(path, format!("expected a duration like 500ms, 10s, 5m or 1h, found {}", show(value))),
+            None => self.problem(
+                path,
+                format!(
+                    "expected a duration like 500ms, 10s, 5m or 1h, found {}",
+                    show(value)
+                ),
+            ),
         }
         None
     }
 
     fn limits(&mut self, value: Option<&Value>) -> Limits {
         let mut l = Limits::default();
-        let Some(map) = value.and_then(|v| self.mapping(v, "limits", LIMITS)) else { return l };
+        let Some(map) = value.and_then(|v| self.mapping(v, "limits", LIMITS)) else {
+            return l;
+        };
         if let Some(v) = map.get("max_connections") {
             match v.as_u64() {
                 Some(n) if (1..=1_000_000).contains(&n) => l.max_connections = n as usize,
-                _ => self.problem("limits.max_connections", format!("expected 1-1000000, found {}", show(v))),
+                _ => self.problem(
+                    "limits.max_connections",
+                    format!("expected 1-1000000, found {}", show(v)),
+                ),
             }
         }
         if let Some(v) = map.get("max_header_bytes") {
             match v.as_u64() {
                 // hyper's read buffer cannot be smaller than 8 KiB.
                 Some(n) if (8192..=1_048_576).contains(&n) => l.max_header_bytes = n as usize,
-                _ => self.problem("limits.max_header_bytes", format!("expected 8192-1048576, found {}", show(v))),
+                _ => self.problem(
+                    "limits.max_header_bytes",
+                    format!("expected 8192-1048576, found {}", show(v)),
+                ),
             }
         }
         l
@@ -427,7 +547,9 @@ impl Walk {
 /// `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().ok()?;
     let secs = |k: u64| n.checked_mul(k).map(Duration::from_secs);
@@ -467,4 +589,3 @@ fn show(value: &Value) -> String {
         other => kind(other).to_owned(),
     }
 }
-

@@ -24,12 +24,18 @@ fn minimal_config_gets_the_contract_defaults() {
     assert_eq!(c.limits.max_header_bytes, 16_384);
     assert_eq!(c.reload.poll_interval, Duration::from_secs(60));
     assert_eq!(c.policy.mode(), Mode::Enforce);
-    assert!(c.policy.rules().is_empty(), "deny by default: no rules unless written");
+    assert!(
+        c.policy.rules().is_empty(),
+        "deny by default: no rules unless written"
+    );
 }
 
 #[test]
 fn rule_ports_default_to_443_and_tls_to_require_sni() {
-    let c = Config::from_yaml(&format!("{MINIMAL}allow:\n  - name: a\n    hosts: [a.example.com]\n")).unwrap();
+    let c = Config::from_yaml(&format!(
+        "{MINIMAL}allow:\n  - name: a\n    hosts: [a.example.com]\n"
+    ))
+    .unwrap();
     let rule = &c.policy.rules()[0];
     assert_eq!(rule.ports, vec![443]);
     assert_eq!(rule.tls, crate::policy::TlsRequirement::RequireSni);
@@ -78,7 +84,8 @@ extra: true
         ("extra", "unknown field"),
     ] {
         assert!(
-            p.iter().any(|line| line.starts_with(&format!("{path}: ")) && line.contains(what)),
+            p.iter()
+                .any(|line| line.starts_with(&format!("{path}: ")) && line.contains(what)),
             "expected `{path}: ...{what}...` among:\n{}",
             p.join("\n")
         );
@@ -94,7 +101,10 @@ fn rejects_empty_and_non_yaml_text() {
 
 #[test]
 fn requires_a_proxy_listener() {
-    assert!(has(&problems("listeners: { admin: 127.0.0.1:9090 }\n"), "no proxy listener"));
+    assert!(has(
+        &problems("listeners: { admin: 127.0.0.1:9090 }\n"),
+        "no proxy listener"
+    ));
     assert!(has(&problems("allow: []\n"), "listeners: missing"));
 }
 
@@ -108,13 +118,17 @@ fn rejects_the_same_address_on_two_listeners() {
 fn a_rule_must_allow_something() {
     let p = problems(&format!("{MINIMAL}allow:\n  - name: empty\n"));
     assert!(has(&p, "allow[0]: the rule allows nothing"), "{p:?}");
-    let p = problems(&format!("{MINIMAL}allow:\n  - name: noports\n    hosts: [a.example.com]\n    ports: []\n"));
+    let p = problems(&format!(
+        "{MINIMAL}allow:\n  - name: noports\n    hosts: [a.example.com]\n    ports: []\n"
+    ));
     assert!(has(&p, "allow[0].ports: empty"), "{p:?}");
 }
 
 #[test]
 fn ip_literal_rules_need_tls_any() {
-    let p = problems(&format!("{MINIMAL}allow:\n  - name: ips\n    cidrs: [203.0.113.0/24]\n"));
+    let p = problems(&format!(
+        "{MINIMAL}allow:\n  - name: ips\n    cidrs: [203.0.113.0/24]\n"
+    ));
     assert!(has(&p, "allow[0].tls"), "{p:?}");
     let ok = format!("{MINIMAL}allow:\n  - name: ips\n    cidrs: [203.0.113.0/24]\n    tls: any\n");
     assert!(problems(&ok).is_empty());
@@ -126,7 +140,10 @@ fn resolver_hosts_are_normalised_and_accept_one_or_many_addresses() {
         "{MINIMAL}resolver:\n  hosts:\n    Pypi.Example.: 127.0.0.1\n    b.example: [127.0.0.2, '::1']\n"
     ))
     .unwrap();
-    assert_eq!(c.resolver_hosts["pypi.example"], vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        c.resolver_hosts["pypi.example"],
+        vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+    );
     assert_eq!(c.resolver_hosts["b.example"].len(), 2);
 }
 
@@ -137,7 +154,11 @@ fn mapped_ipv6_cidrs_are_stored_as_ipv4() {
     ))
     .unwrap();
     let host = Host::Ip("127.0.0.9".parse().unwrap());
-    let v = c.policy.decide(&Request { client: "10.0.0.1".parse().unwrap(), host: &host, port: 80 });
+    let v = c.policy.decide(&Request {
+        client: "10.0.0.1".parse().unwrap(),
+        host: &host,
+        port: 80,
+    });
     assert!(v.allowed);
 }
 
@@ -148,26 +169,50 @@ fn durations_take_units() {
     assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
     assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
     assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
-    for bad in ["", "s", "-1s", "1.5s", "10 s", "1d", "99999999999999999999h"] {
+    for bad in [
+        "",
+        "s",
+        "-1s",
+        "1.5s",
+        "10 s",
+        "1d",
+        "99999999999999999999h",
+    ] {
         assert_eq!(parse_duration(bad), None, "{bad}");
     }
 }
 
 #[test]
 fn the_shipped_config_is_valid_and_denies_by_default() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/egress.yaml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/egress.yaml"))
+        .unwrap();
     let c = Config::from_yaml(&text).unwrap_or_else(|p| panic!("shipped config invalid:\n{p}"));
-    assert_eq!(c.listeners.explicit.map(|a| a.ip().is_loopback()), Some(true), "quick start listens on loopback");
+    assert_eq!(
+        c.listeners.explicit.map(|a| a.ip().is_loopback()),
+        Some(true),
+        "quick start listens on loopback"
+    );
     let client = "10.0.32.10".parse().unwrap();
     let ask = |name: &str, port| {
         let host = crate::policy::host::parse_host(name).unwrap();
-        c.policy.decide(&Request { client, host: &host, port }).allowed
+        c.policy
+            .decide(&Request {
+                client,
+                host: &host,
+                port,
+            })
+            .allowed
     };
     assert!(ask("pypi.org", 443));
     assert!(ask("files.pythonhosted.org", 443));
     assert!(ask("registry-1.docker.io", 443));
     assert!(!ask("pypi.org", 22));
-    for outside in ["example.com", "evil-bucket.s3.amazonaws.com", "x.cloudfront.net", "169.254.169.254"] {
+    for outside in [
+        "example.com",
+        "evil-bucket.s3.amazonaws.com",
+        "x.cloudfront.net",
+        "169.254.169.254",
+    ] {
         assert!(!ask(outside, 443), "{outside} must not be allowed");
     }
 }

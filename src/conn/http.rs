@@ -21,7 +21,9 @@ use tokio::net::TcpStream;
 
 use super::counted::Counted;
 use super::tunnel::{self, Connect};
-use super::{dial, judge, record_failure, refusal_text, upstream_targets, Failure, Proxy, Slot, State};
+use super::{
+    dial, judge, record_failure, refusal_text, upstream_targets, Failure, Proxy, Slot, State,
+};
 use crate::log::{Decision, Listener};
 use crate::policy::{host, Host, Mode, TlsRequirement};
 use crate::reason::Reason;
@@ -72,7 +74,9 @@ pub async fn serve(
         .header_read_timeout(state.config.timeouts.client_handshake)
         .max_buf_size(state.config.limits.max_header_bytes)
         .keep_alive(true);
-    let mut serving = pin!(builder.serve_connection(TokioIo::new(stream), service).with_upgrades());
+    let mut serving = pin!(builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades());
     let result = tokio::select! {
         result = serving.as_mut() => result,
         _ = proxy.draining() => {
@@ -92,13 +96,22 @@ pub async fn serve(
 fn log_connection_error(conn: &Conn, error: &hyper::Error) {
     let first = conn.requests.load(Ordering::Relaxed) == 0;
     let (reason, message) = if error.is_parse_too_large() {
-        (Reason::BadRequest, "request head larger than limits.max_header_bytes".to_owned())
+        (
+            Reason::BadRequest,
+            "request head larger than limits.max_header_bytes".to_owned(),
+        )
     } else if error.is_parse() {
         (Reason::BadRequest, format!("malformed request: {error}"))
     } else if error.is_timeout() && first {
-        (Reason::Timeout, "no complete request head within timeouts.client_handshake".to_owned())
+        (
+            Reason::Timeout,
+            "no complete request head within timeouts.client_handshake".to_owned(),
+        )
     } else if error.is_incomplete_message() {
-        (Reason::BadRequest, "client closed in the middle of a request".to_owned())
+        (
+            Reason::BadRequest,
+            "client closed in the middle of a request".to_owned(),
+        )
     } else {
         return;
     };
@@ -143,7 +156,9 @@ async fn connect(
     started: Instant,
 ) -> Result<Response<Body>, Refused> {
     if conn.listener != Listener::Explicit {
-        return Err(bad_request("CONNECT is only served on the explicit listener"));
+        return Err(bad_request(
+            "CONNECT is only served on the explicit listener",
+        ));
     }
     let authority = req
         .uri()
@@ -153,7 +168,8 @@ async fn connect(
     let (host_text, port) = split_authority(authority.as_str()).map_err(bad_request)?;
     let port = port.ok_or_else(|| bad_request("CONNECT target has no port"))?;
     line.port = Some(port);
-    let host = host::parse_host(host_text).map_err(|e| bad_request(format!("bad host '{host_text}': {e}")))?;
+    let host = host::parse_host(host_text)
+        .map_err(|e| bad_request(format!("bad host '{host_text}': {e}")))?;
     line.host = Some(host.to_string());
 
     let verdict = judge(&state, line, &host, port);
@@ -163,8 +179,14 @@ async fn connect(
         return Ok(refusal(&failure, Some(&host)));
     }
     let tls = verdict.tls();
-    let enforce_sni = verdict.rule.and_then(|r| r.mode).unwrap_or(state.config.policy.mode()) == Mode::Enforce;
-    let targets = upstream_targets(&state, &host, port).await.map_err(|f| (f, Some(host.clone())))?;
+    let enforce_sni = verdict
+        .rule
+        .and_then(|r| r.mode)
+        .unwrap_or(state.config.policy.mode())
+        == Mode::Enforce;
+    let targets = upstream_targets(&state, &host, port)
+        .await
+        .map_err(|f| (f, Some(host.clone())))?;
 
     // Without an SNI check the upstream is dialled before answering, so failures still get
     // a 502/504. With one, dialling waits until the ClientHello has passed.
@@ -182,14 +204,22 @@ async fn connect(
     let mut line = line.clone();
     tokio::spawn(async move {
         let _slot = slot;
-        let Some((client, early)) = take_socket(upgrade).await else { return };
+        let Some((client, early)) = take_socket(upgrade).await else {
+            return;
+        };
         match dialled {
             Some((upstream, addr)) => {
                 line.upstream = Some(addr);
-                tunnel::splice_dialled(&proxy, &state, client, upstream, &early, line, started).await
+                tunnel::splice_dialled(&proxy, &state, client, upstream, &early, line, started)
+                    .await
             }
             None => {
-                let plan = Connect { host, targets, tls, enforce_sni };
+                let plan = Connect {
+                    host,
+                    targets,
+                    tls,
+                    enforce_sni,
+                };
                 tunnel::connect(proxy, state, client, early, line, plan, started).await
             }
         }
@@ -223,16 +253,27 @@ async fn forward(
         return Ok(refusal(&failure, Some(&host)));
     }
     let with_host = |f: Failure| (f, Some(host.clone()));
-    let targets = upstream_targets(&state, &host, port).await.map_err(with_host)?;
-    let (upstream, addr) = dial(&targets, state.config.timeouts.upstream_connect).await.map_err(with_host)?;
+    let targets = upstream_targets(&state, &host, port)
+        .await
+        .map_err(with_host)?;
+    let (upstream, addr) = dial(&targets, state.config.timeouts.upstream_connect)
+        .await
+        .map_err(with_host)?;
     line.upstream = Some(addr);
     conn.proxy.log.write(line);
 
     let (counted, moved) = Counted::new(upstream);
-    let handshake = hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(counted)).await;
+    let handshake = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(counted))
+        .await;
     let (mut sender, connection) = match handshake {
         Ok(pair) => pair,
-        Err(e) => return Ok(refusal(&Failure::new(Reason::UpstreamUnreachable, e.to_string()), None)),
+        Err(e) => {
+            return Ok(refusal(
+                &Failure::new(Reason::UpstreamUnreachable, e.to_string()),
+                None,
+            ))
+        }
     };
     let proxy = conn.proxy.clone();
     let slot = conn.slot.clone();
@@ -261,7 +302,10 @@ async fn forward(
 fn request_target(conn: &Conn, uri: &Uri, headers: &HeaderMap) -> Result<(Host, u16), Refused> {
     let host_header = match headers.get_all(header::HOST).iter().collect::<Vec<_>>()[..] {
         [] => None,
-        [one] => Some(one.to_str().map_err(|_| bad_request("Host header is not ASCII"))?),
+        [one] => Some(
+            one.to_str()
+                .map_err(|_| bad_request("Host header is not ASCII"))?,
+        ),
         _ => return Err(bad_request("more than one Host header")),
     };
     let from_header = host_header.map(parse_target).transpose()?;
@@ -273,20 +317,28 @@ fn request_target(conn: &Conn, uri: &Uri, headers: &HeaderMap) -> Result<(Host, 
                 ));
             };
             if uri.scheme_str() != Some("http") {
-                return Err(bad_request("only http:// URIs are proxied; use CONNECT for https"));
+                return Err(bad_request(
+                    "only http:// URIs are proxied; use CONNECT for https",
+                ));
             }
             let (host, port) = parse_target(authority.as_str())?;
             let port = port.unwrap_or(80);
             if let Some((header_host, header_port)) = from_header {
                 if header_host != host || header_port.unwrap_or(80) != port {
-                    return Err(bad_request("the Host header names another host than the URI"));
+                    return Err(bad_request(
+                        "the Host header names another host than the URI",
+                    ));
                 }
             }
             Ok((host, port))
         }
         _ => {
             let (host, header_port) = from_header.ok_or_else(|| bad_request("no Host header"))?;
-            let port = conn.original_dst.map(|d| d.port()).or(header_port).unwrap_or(80);
+            let port = conn
+                .original_dst
+                .map(|d| d.port())
+                .or(header_port)
+                .unwrap_or(80);
             Ok((host, port))
         }
     }
@@ -294,7 +346,8 @@ fn request_target(conn: &Conn, uri: &Uri, headers: &HeaderMap) -> Result<(Host, 
 
 fn parse_target(text: &str) -> Result<(Host, Option<u16>), Refused> {
     let (host_text, port) = split_authority(text).map_err(bad_request)?;
-    let host = host::parse_host(host_text).map_err(|e| bad_request(format!("bad host '{host_text}': {e}")))?;
+    let host = host::parse_host(host_text)
+        .map_err(|e| bad_request(format!("bad host '{host_text}': {e}")))?;
     Ok((host, port))
 }
 
@@ -364,9 +417,10 @@ fn refusal(failure: &Failure, host: Option<&Host>) -> Response<Body> {
     let text = refusal_text(failure.reason, &failure.message, host);
     let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 

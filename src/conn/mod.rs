@@ -187,7 +187,11 @@ fn is_aws_service(host: &Host) -> bool {
 
 /// Resolves the host (an IP literal stands for itself) and keeps the addresses the upstream
 /// filter permits. Nothing is dialled here.
-pub async fn upstream_targets(state: &State, host: &Host, port: u16) -> Result<Vec<SocketAddr>, Failure> {
+pub async fn upstream_targets(
+    state: &State,
+    host: &Host,
+    port: u16,
+) -> Result<Vec<SocketAddr>, Failure> {
     let addrs: Vec<IpAddr> = match host {
         Host::Ip(ip) => vec![*ip],
         Host::Name(name) => {
@@ -215,7 +219,10 @@ pub async fn upstream_targets(state: &State, host: &Host, port: u16) -> Result<V
 }
 
 /// Connects to the first target that answers, trying each in turn within `budget` in all.
-pub async fn dial(targets: &[SocketAddr], budget: Duration) -> Result<(TcpStream, SocketAddr), Failure> {
+pub async fn dial(
+    targets: &[SocketAddr],
+    budget: Duration,
+) -> Result<(TcpStream, SocketAddr), Failure> {
     let deadline = Instant::now() + budget;
     let mut last_error = String::from("no addresses");
     for (i, &addr) in targets.iter().enumerate() {
@@ -239,7 +246,10 @@ pub async fn dial(targets: &[SocketAddr], budget: Duration) -> Result<(TcpStream
     if Instant::now() >= deadline {
         return Err(Failure::new(
             Reason::Timeout,
-            format!("upstream connect took over {}ms; last: {last_error}", budget.as_millis()),
+            format!(
+                "upstream connect took over {}ms; last: {last_error}",
+                budget.as_millis()
+            ),
         ));
     }
     Err(Failure::new(Reason::UpstreamUnreachable, last_error))

@@ -52,7 +52,10 @@ pub async fn connect(
                 return;
             }
             // Report mode: log the would-be denial and go on.
-            line.message = Some(format!("report mode: would deny ({}): {}", failure.reason, failure.message));
+            line.message = Some(format!(
+                "report mode: would deny ({}): {}",
+                failure.reason, failure.message
+            ));
             line.decision = "deny";
             line.reason = failure.reason;
             line.enforced = false;
@@ -77,19 +80,25 @@ pub async fn transparent(
     line.port = Some(port);
     let mut first = Vec::new();
     let deadline = Instant::now() + state.config.timeouts.client_handshake;
-    let host = read_hello(&client, &mut first, deadline).await.and_then(|hello| {
-        line.sni = hello.sni.clone();
-        note_ech(&mut line, &hello);
-        let sni = hello
-            .sni
-            .as_deref()
-            .ok_or_else(|| Failure::new(Reason::NoSni, "the ClientHello carries no server name"))?;
-        match host::parse_host(sni) {
-            Ok(Host::Name(name)) => Ok(Host::Name(name)),
-            Ok(Host::Ip(_)) => Err(Failure::new(Reason::BadRequest, "the SNI is an IP literal")),
-            Err(e) => Err(Failure::new(Reason::BadRequest, format!("the SNI is not a valid host name: {e}"))),
-        }
-    });
+    let host = read_hello(&client, &mut first, deadline)
+        .await
+        .and_then(|hello| {
+            line.sni = hello.sni.clone();
+            note_ech(&mut line, &hello);
+            let sni = hello.sni.as_deref().ok_or_else(|| {
+                Failure::new(Reason::NoSni, "the ClientHello carries no server name")
+            })?;
+            match host::parse_host(sni) {
+                Ok(Host::Name(name)) => Ok(Host::Name(name)),
+                Ok(Host::Ip(_)) => {
+                    Err(Failure::new(Reason::BadRequest, "the SNI is an IP literal"))
+                }
+                Err(e) => Err(Failure::new(
+                    Reason::BadRequest,
+                    format!("the SNI is not a valid host name: {e}"),
+                )),
+            }
+        });
     let host = match host {
         Ok(host) => host,
         // A connection that closes without sending a byte (a load balancer's TCP health
@@ -156,7 +165,15 @@ pub async fn splice_dialled(
     proxy.log.write(&mut line);
     let _ = client.set_nodelay(true);
     let moved = match write_all(&upstream, first).await {
-        Ok(()) => splice::splice(&client, &upstream, state.config.timeouts.idle, proxy.closing()).await,
+        Ok(()) => {
+            splice::splice(
+                &client,
+                &upstream,
+                state.config.timeouts.idle,
+                proxy.closing(),
+            )
+            .await
+        }
         Err(_) => splice::Moved {
             up: 0,
             down: 0,
@@ -164,14 +181,21 @@ pub async fn splice_dialled(
         },
     };
     if moved.idle_timeout {
-        line.message = Some(format!("idle for {}s", state.config.timeouts.idle.as_secs()));
+        line.message = Some(format!(
+            "idle for {}s",
+            state.config.timeouts.idle.as_secs()
+        ));
     }
     let up = first.len() as u64 + moved.up;
     proxy.log.close(&line, up, moved.down, started.elapsed());
 }
 
 /// Reads from `client` into `buf` until it holds a whole ClientHello, within `deadline`.
-pub async fn read_hello(client: &TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Result<ClientHelloInfo, Failure> {
+pub async fn read_hello(
+    client: &TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<ClientHelloInfo, Failure> {
     loop {
         match parse_client_hello(buf) {
             Ok(HelloOutcome::Hello(info)) => return Ok(info),
@@ -187,9 +211,19 @@ pub async fn read_hello(client: &TcpStream, buf: &mut Vec<u8>, deadline: Instant
                     "no complete ClientHello within timeouts.client_handshake",
                 ))
             }
-            Ok(Ok(0)) => return Err(Failure::new(Reason::BadRequest, "client closed before a complete ClientHello")),
+            Ok(Ok(0)) => {
+                return Err(Failure::new(
+                    Reason::BadRequest,
+                    "client closed before a complete ClientHello",
+                ))
+            }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(Failure::new(Reason::BadRequest, format!("reading the ClientHello: {e}"))),
+            Ok(Err(e)) => {
+                return Err(Failure::new(
+                    Reason::BadRequest,
+                    format!("reading the ClientHello: {e}"),
+                ))
+            }
         }
     }
 }
@@ -220,7 +254,10 @@ fn hello_failure(error: &HelloError) -> Failure {
 /// The tunnel's ClientHello must name the host that was asked for.
 pub fn sni_names(sni: Option<&str>, asked: &Host) -> Result<(), Failure> {
     let Some(sni) = sni else {
-        return Err(Failure::new(Reason::NoSni, "the ClientHello carries no server name"));
+        return Err(Failure::new(
+            Reason::NoSni,
+            "the ClientHello carries no server name",
+        ));
     };
     match host::parse_host(sni) {
         Ok(named) if &named == asked => Ok(()),
@@ -229,7 +266,10 @@ pub fn sni_names(sni: Option<&str>, asked: &Host) -> Result<(), Failure> {
             Reason::SniMismatch,
             format!("CONNECT to {asked} but the ClientHello names {named}"),
         )),
-        Err(e) => Err(Failure::new(Reason::BadRequest, format!("the SNI is not a valid host name: {e}"))),
+        Err(e) => Err(Failure::new(
+            Reason::BadRequest,
+            format!("the SNI is not a valid host name: {e}"),
+        )),
     }
 }
 
@@ -238,4 +278,3 @@ fn note_ech(line: &mut Decision, hello: &ClientHelloInfo) {
         line.message = Some("encrypted ClientHello: judged on the outer SNI".to_owned());
     }
 }
-

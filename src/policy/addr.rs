@@ -59,7 +59,9 @@ impl AddrFilter {
                 let own_ip = own.ip().to_canonical();
                 own_ip == ip
                     || (own_ip.is_unspecified()
-                        && (ip.is_loopback() || ip.is_unspecified() || self.local_ips.contains(&ip)))
+                        && (ip.is_loopback()
+                            || ip.is_unspecified()
+                            || self.local_ips.contains(&ip)))
             }
         })
     }
@@ -75,7 +77,10 @@ mod tests {
             vec!["127.0.0.0/8".parse().unwrap()],
         )
         .with_own_addresses(
-            vec!["127.0.0.1:3128".parse().unwrap(), "0.0.0.0:8443".parse().unwrap()],
+            vec![
+                "127.0.0.1:3128".parse().unwrap(),
+                "0.0.0.0:8443".parse().unwrap(),
+            ],
             vec!["10.0.32.5".parse().unwrap()],
         )
     }
@@ -121,8 +126,14 @@ mod tests {
     fn denies_own_listeners_even_when_allowed() {
         let f = filter();
         assert!(f.check(sa("127.0.0.1:3128")).is_err());
-        assert!(f.check(sa("127.0.0.2:8443")).is_err(), "0.0.0.0 listener covers loopback");
-        assert!(f.check(sa("10.0.32.5:8443")).is_err(), "and interface addresses");
+        assert!(
+            f.check(sa("127.0.0.2:8443")).is_err(),
+            "0.0.0.0 listener covers loopback"
+        );
+        assert!(
+            f.check(sa("10.0.32.5:8443")).is_err(),
+            "and interface addresses"
+        );
         assert!(f.check(sa("127.0.0.1:3129")).is_ok());
     }
 }

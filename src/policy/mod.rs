@@ -196,7 +196,11 @@ impl Policy {
             Host::Ip(ip) => {
                 let ip = canonical(*ip);
                 for &index in &self.ip_rules {
-                    if self.rules[index as usize].cidrs.iter().any(|n| n.contains(&ip)) {
+                    if self.rules[index as usize]
+                        .cidrs
+                        .iter()
+                        .any(|n| n.contains(&ip))
+                    {
                         found.push(index);
                     }
                 }

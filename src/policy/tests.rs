@@ -97,18 +97,33 @@ fn names_the_client_when_only_the_client_is_wrong() {
     let v = ask(&p, "10.0.64.1", "internal.example.com", 443);
     assert!(!v.allowed);
     assert_eq!(v.reason, Reason::Client);
-    assert_eq!(ask(&p, "10.0.64.1", "internal.example.com", 80).reason, Reason::Port);
+    assert_eq!(
+        ask(&p, "10.0.64.1", "internal.example.com", 80).reason,
+        Reason::Port
+    );
 }
 
 #[test]
 fn ip_literals_pass_only_through_cidrs() {
     let p = sample();
     assert!(ask(&p, "10.0.0.1", "203.0.113.7", 443).allowed);
-    assert!(ask(&p, "10.0.0.1", "[::ffff:203.0.113.7]", 443).allowed, "mapped form is the same address");
+    assert!(
+        ask(&p, "10.0.0.1", "[::ffff:203.0.113.7]", 443).allowed,
+        "mapped form is the same address"
+    );
     assert!(!ask(&p, "10.0.0.1", "198.51.100.7", 443).allowed);
     // An IP literal is never matched by a host pattern, whatever its spelling.
-    let everything = Policy::new(Mode::Enforce, vec![rule("wide", &["*.example.com"], &[443])]);
-    for spelling in ["2130706433", "0x7f.1", "127.1", "[::ffff:127.0.0.1]", "0177.0.0.1"] {
+    let everything = Policy::new(
+        Mode::Enforce,
+        vec![rule("wide", &["*.example.com"], &[443])],
+    );
+    for spelling in [
+        "2130706433",
+        "0x7f.1",
+        "127.1",
+        "[::ffff:127.0.0.1]",
+        "0177.0.0.1",
+    ] {
         let v = ask(&everything, "10.0.0.1", spelling, 443);
         assert_eq!(v.reason, Reason::NoRule, "{spelling}");
     }
@@ -123,7 +138,10 @@ fn first_matching_rule_in_config_order_wins() {
             rule("second", &["a.example.com"], &[443]),
         ],
     );
-    assert_eq!(ask(&p, "10.0.0.1", "a.example.com", 443).rule_name(), Some("first"));
+    assert_eq!(
+        ask(&p, "10.0.0.1", "a.example.com", 443).rule_name(),
+        Some("first")
+    );
 }
 
 #[test]
@@ -144,9 +162,23 @@ fn decision_cost_does_not_scan_exact_and_suffix_rules() {
     let mut rules: Vec<Rule> = (0..10_000)
         .map(|i| rule(&format!("r{i}"), &[&format!("host{i}.example.com")], &[443]))
         .collect();
-    rules.extend((0..10_000).map(|i| rule(&format!("s{i}"), &[&format!("*.zone{i}.example.org")], &[443])));
+    rules.extend((0..10_000).map(|i| {
+        rule(
+            &format!("s{i}"),
+            &[&format!("*.zone{i}.example.org")],
+            &[443],
+        )
+    }));
     let p = Policy::new(Mode::Enforce, rules);
-    assert_eq!(p.candidates(&host::parse_host("host9999.example.com").unwrap()), vec![9_999]);
-    assert_eq!(p.candidates(&host::parse_host("a.zone7.example.org").unwrap()), vec![10_007]);
-    assert!(p.candidates(&host::parse_host("zone7.example.org").unwrap()).is_empty());
+    assert_eq!(
+        p.candidates(&host::parse_host("host9999.example.com").unwrap()),
+        vec![9_999]
+    );
+    assert_eq!(
+        p.candidates(&host::parse_host("a.zone7.example.org").unwrap()),
+        vec![10_007]
+    );
+    assert!(p
+        .candidates(&host::parse_host("zone7.example.org").unwrap())
+        .is_empty());
 }

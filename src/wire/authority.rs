@@ -52,11 +52,17 @@ mod tests {
 
     #[test]
     fn splits_names_ipv4_and_bracketed_ipv6() {
-        assert_eq!(split_authority("example.com:443"), Ok(("example.com", Some(443))));
+        assert_eq!(
+            split_authority("example.com:443"),
+            Ok(("example.com", Some(443)))
+        );
         assert_eq!(split_authority("example.com"), Ok(("example.com", None)));
         assert_eq!(split_authority("127.0.0.1:80"), Ok(("127.0.0.1", Some(80))));
         assert_eq!(split_authority("[::1]:8443"), Ok(("[::1]", Some(8443))));
-        assert_eq!(split_authority("[::ffff:127.0.0.1]"), Ok(("[::ffff:127.0.0.1]", None)));
+        assert_eq!(
+            split_authority("[::ffff:127.0.0.1]"),
+            Ok(("[::ffff:127.0.0.1]", None))
+        );
     }
 
     #[test]

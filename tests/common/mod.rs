@@ -16,7 +16,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_egress-proxy");
 
 /// A free loopback port (bound then released; the proxy binds it right after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running proxy. Killed on drop.
@@ -94,9 +98,18 @@ impl Proxy {
 
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        for addr in [self.explicit, self.transparent_tls, self.transparent_http, self.admin] {
+        for addr in [
+            self.explicit,
+            self.transparent_tls,
+            self.transparent_http,
+            self.admin,
+        ] {
             while TcpStream::connect(addr).is_err() {
-                assert!(Instant::now() < deadline, "proxy did not listen on {addr}; stderr:\n{}", self.stderr());
+                assert!(
+                    Instant::now() < deadline,
+                    "proxy did not listen on {addr}; stderr:\n{}",
+                    self.stderr()
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -151,7 +164,10 @@ impl Proxy {
     }
 
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -167,7 +183,10 @@ impl Proxy {
 
     /// GET on the admin listener: (status, body).
     pub fn admin_get(&self, path: &str) -> (u16, String) {
-        http_get(self.admin, &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"))
+        http_get(
+            self.admin,
+            &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
+        )
     }
 }
 
@@ -175,6 +194,88 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Four free loopback addresses for a proxy's listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerAddrs {
+    pub explicit: SocketAddr,
+    pub transparent_tls: SocketAddr,
+    pub transparent_http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl ListenerAddrs {
+    pub fn free() -> ListenerAddrs {
+        let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+        ListenerAddrs {
+            explicit: addr(),
+            transparent_tls: addr(),
+            transparent_http: addr(),
+            admin: addr(),
+        }
+    }
+
+    /// The `listeners:` block of a config, ending in a newline.
+    pub fn yaml(&self) -> String {
+        format!(
+            "listeners:\n  explicit: {}\n  transparent_tls: {}\n  transparent_http: {}\n  admin: {}\n",
+            self.explicit, self.transparent_tls, self.transparent_http, self.admin
+        )
+    }
+}
+
+impl Proxy {
+    /// Starts the binary with `args` (e.g. `run --config ssm:/name`) and `env` added to the
+    /// child's environment only, then waits until every one of `listeners` accepts. For
+    /// configs that are not a temp file (`config_path` then names no file).
+    pub fn start_with(args: &[&str], env: &[(&str, &str)], listeners: ListenerAddrs) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("egress.yaml");
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("EGRESS_PROXY_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting egress-proxy");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let proxy = Proxy {
+            child,
+            explicit: listeners.explicit,
+            transparent_tls: listeners.transparent_tls,
+            transparent_http: listeners.transparent_http,
+            admin: listeners.admin,
+            dir,
+            config_path,
+            lines: Mutex::new(rx),
+            seen: Mutex::new(Vec::new()),
+            stderr,
+        };
+        proxy.wait_listening();
+        proxy
     }
 }
 
@@ -191,7 +292,10 @@ pub fn http_get(addr: SocketAddr, raw: &str) -> (u16, String) {
 
 /// The status code of an HTTP response text, or 0.
 pub fn status_of(text: &str) -> u16 {
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Reads one HTTP response head (up to the blank line) from a blocking stream.
@@ -230,21 +334,27 @@ impl TlsOrigin {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "egress-proxy test CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "egress-proxy test CA");
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
         let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
         let cert = params.signed_by(&key, &issuer).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -252,15 +362,23 @@ impl TlsOrigin {
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
                     count.fetch_add(1, Ordering::SeqCst);
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(stream).await else { return };
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
                         serve_tls(tls).await;
                     });
                 }
@@ -283,11 +401,13 @@ impl TlsOrigin {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der.clone()).unwrap();
         Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
         )
     }
 }
@@ -295,13 +415,18 @@ impl TlsOrigin {
 async fn serve_tls(mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 64 * 1024];
-    let Ok(n) = tls.read(&mut buf).await else { return };
+    let Ok(n) = tls.read(&mut buf).await else {
+        return;
+    };
     if n == 0 {
         return;
     }
     if buf.starts_with(b"GET ") || buf.starts_with(b"HEAD ") {
         let body = "hello from the TLS origin\n";
-        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
         let _ = tls.write_all(reply.as_bytes()).await;
         let _ = tls.shutdown().await;
         return;
@@ -406,7 +531,11 @@ fn serve_http(stream: TcpStream) {
             match name.as_str() {
                 "host" => host = value.trim().to_owned(),
                 "content-length" => length = value.trim().parse().unwrap_or(0),
-                n if n.starts_with("proxy-") || n == "connection" || n == "keep-alive" || n == "x-hop" => {
+                n if n.starts_with("proxy-")
+                    || n == "connection"
+                    || n == "keep-alive"
+                    || n == "x-hop" =>
+                {
                     leaked.push(n.to_owned())
                 }
                 _ => {}
@@ -422,7 +551,10 @@ fn serve_http(stream: TcpStream) {
             leaked.join(","),
             String::from_utf8_lossy(&body)
         );
-        let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        );
         if out.write_all(reply.as_bytes()).is_err() {
             return;
         }
@@ -436,10 +568,14 @@ pub fn read_response(s: &mut TcpStream) -> (u16, String) {
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     let _ = s.read_exact(&mut body);
-    (status_of(&head), String::from_utf8_lossy(&body).into_owned())
+    (
+        status_of(&head),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
