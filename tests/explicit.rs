@@ -515,9 +515,10 @@ fn connections_beyond_the_limit_are_refused_with_reason_limit() {
         "{}limits: {{ max_connections: 2 }}\n",
         config_for(443)
     ));
+    proxy.wait_active(0.0);
     let _a = TcpStream::connect(proxy.explicit).unwrap();
     let _b = TcpStream::connect(proxy.explicit).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    proxy.wait_active(2.0);
     let (status, text) = http_get(
         proxy.explicit,
         "GET http://origin.test/ HTTP/1.1\r\nHost: origin.test\r\n\r\n",
@@ -526,7 +527,7 @@ fn connections_beyond_the_limit_are_refused_with_reason_limit() {
     assert_eq!(proxy.decision(|_| true)["reason"], "limit");
     drop((_a, _b));
     // Slots come back: a new connection is served again.
-    std::thread::sleep(Duration::from_millis(300));
+    proxy.wait_active(0.0);
     let (status, _) = http_get(proxy.explicit, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, 400);
 }

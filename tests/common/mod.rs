@@ -181,6 +181,28 @@ impl Proxy {
         std::fs::rename(tmp, &self.config_path).unwrap();
     }
 
+    /// The sum of a metric's samples (all label sets) from `/metrics`.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics");
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Waits (up to 10 s) until `egress_active_connections` sums to `n`.
+    pub fn wait_active(&self, n: f64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.metric_sum("egress_active_connections");
+            if now == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "active connections stuck at {now}, expected {n}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// GET on the admin listener: (status, body).
     pub fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(
