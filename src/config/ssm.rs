@@ -63,12 +63,20 @@ pub async fn read(name: &str) -> Result<String, String> {
         .ok_or_else(|| format!("cannot read ssm:{name}: the parameter has no value"))
 }
 
-/// `Kind: detail`, on one line.
+/// `Kind: detail`, on one line: the AWS error kind, then what AWS or the SDK said.
 fn describe<E, R>(err: &SdkError<E, R>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
+    let detail = match err {
+        SdkError::ServiceError(ctx) => ctx
+            .err()
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| chain(err)),
+        _ => chain(err),
+    };
     let kind = match err {
         SdkError::ServiceError(ctx) => match ctx.err().code() {
             Some("ParameterNotFound") => {
@@ -87,14 +95,35 @@ where
         SdkError::TimeoutError(_) => "timed out".to_owned(),
         SdkError::DispatchFailure(ctx) if ctx.is_timeout() => "timed out".to_owned(),
         SdkError::DispatchFailure(ctx) if ctx.is_io() => "endpoint unreachable".to_owned(),
-        SdkError::DispatchFailure(_) => {
-            "request not sent (no credentials, or the endpoint failed)".to_owned()
+        SdkError::DispatchFailure(_) if detail.contains("credential") => {
+            "no AWS credentials".to_owned()
         }
+        SdkError::DispatchFailure(_) => "request not sent".to_owned(),
         SdkError::ConstructionFailure(_) => "request not built".to_owned(),
         SdkError::ResponseError(_) => "unreadable response".to_owned(),
         _ => "error".to_owned(),
     };
-    let detail = DisplayErrorContext(err).to_string();
-    let detail = detail.split_whitespace().collect::<Vec<_>>().join(" ");
     format!("{kind}: {detail}")
+}
+
+/// An error and its sources, `a: b: c`, on one line, without repeats. Like
+/// [`DisplayErrorContext`] but without its trailing `Debug` dump (raw responses, headers).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    if parts.is_empty() {
+        return DisplayErrorContext(err).to_string();
+    }
+    parts.join(": ")
 }
