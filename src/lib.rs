@@ -29,4 +29,5 @@ pub mod reason;
 pub mod reload;
 pub mod resolve;
 pub mod serve;
+pub mod suggest;
 pub mod wire;

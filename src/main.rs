@@ -43,6 +43,12 @@ enum Command {
         /// host, host:port, or [v6]:port.
         target: String,
     },
+    /// Read decision lines (a file, or stdin) and print a minimal allowlist for what was
+    /// denied or would have been (report mode), flagging names only a wildcard would cover.
+    Suggest {
+        /// Decision log file; stdin when absent or `-`.
+        file: Option<std::path::PathBuf>,
+    },
     /// Parse and check the config; print every problem with its field path.
     Validate {
         #[arg(long, env = "EGRESS_PROXY_CONFIG")]
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(&config).await,
             Command::Validate { config } => validate(&config).await,
+            Command::Suggest { file } => suggest(file),
             Command::Check {
                 config,
                 client,
@@ -116,6 +123,21 @@ async fn load(source: &str) -> Result<Config, ()> {
             eprintln!("  {problem}");
         }
     })
+}
+
+fn suggest(file: Option<std::path::PathBuf>) -> ExitCode {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = match file.as_deref() {
+        Some(path) if path != std::path::Path::new("-") => std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)),
+        _ => std::io::stdin().read_to_string(&mut text),
+    };
+    if let Err(e) = read {
+        eprintln!("egress-proxy: reading decision lines: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    print!("{}", egress_proxy::suggest::suggest(text.lines()));
+    ExitCode::SUCCESS
 }
 
 async fn validate(source: &str) -> ExitCode {

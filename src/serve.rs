@@ -31,7 +31,7 @@ pub fn build_state(mut config: Config) -> State {
         config.resolver_hosts.clone(),
         config.timeouts.upstream_connect,
     );
-    State { config, resolver }
+    State::new(config, resolver)
 }
 
 /// Runs the proxy until a signal ends it and the drain is done.

@@ -67,7 +67,7 @@ pub async fn read(name: &str) -> Result<String, String> {
 fn describe<E, R>(err: &SdkError<E, R>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
     let detail = match err {
         SdkError::ServiceError(ctx) => ctx

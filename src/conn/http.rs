@@ -25,7 +25,7 @@ use super::{
     dial, judge, record_failure, refusal_text, upstream_targets, Failure, Proxy, Slot, State,
 };
 use crate::log::{Decision, Listener};
-use crate::policy::{host, Host, Mode, TlsRequirement};
+use crate::policy::{host, Host, TlsRequirement};
 use crate::reason::Reason;
 use crate::wire::authority::split_authority;
 
@@ -179,11 +179,7 @@ async fn connect(
         return Ok(refusal(&failure, Some(&host)));
     }
     let tls = verdict.tls();
-    let enforce_sni = verdict
-        .rule
-        .and_then(|r| r.mode)
-        .unwrap_or(state.config.policy.mode())
-        == Mode::Enforce;
+    let enforce_sni = state.enforces(verdict.rule, line.client.ip());
     let targets = upstream_targets(&state, &host, port)
         .await
         .map_err(|f| (f, Some(host.clone())))?;

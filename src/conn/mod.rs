@@ -9,8 +9,9 @@ mod splice;
 pub mod tunnel;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -26,6 +27,39 @@ use crate::resolve::Resolver;
 pub struct State {
     pub config: Config,
     pub resolver: Resolver,
+    /// Set once the end of report mode has been announced on stderr.
+    pub report_end_announced: AtomicBool,
+}
+
+impl State {
+    pub fn new(config: Config, resolver: Resolver) -> State {
+        State {
+            config,
+            resolver,
+            report_end_announced: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether `report_until` has passed: report mode then enforces by itself.
+    pub fn report_ended(&self) -> bool {
+        let Some(until) = self.config.policy.report_until() else {
+            return false;
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let ended = now > until;
+        if ended && !self.report_end_announced.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "report mode ended at {} (report_until): enforcing every rule now",
+                crate::log::rfc3339_millis(UNIX_EPOCH + Duration::from_secs(until))
+            );
+        }
+        ended
+    }
+
+    /// Whether a denial for this client (near this rule) is carried out.
+    pub fn enforces(&self, rule: Option<&crate::policy::Rule>, client: IpAddr) -> bool {
+        self.config.policy.enforces(rule, client) || self.report_ended()
+    }
 }
 
 /// Where the proxy is in its life: serving, draining (no new connections, open ones may
@@ -134,11 +168,15 @@ impl Failure {
 
 /// Applies the policy to a request and records the verdict in the decision line.
 pub fn judge<'s>(state: &'s State, line: &mut Decision, host: &Host, port: u16) -> Verdict<'s> {
-    let verdict = state.config.policy.decide(&Request {
+    let mut verdict = state.config.policy.decide(&Request {
         client: line.client.ip(),
         host,
         port,
     });
+    if !verdict.allowed && !verdict.enforced && state.report_ended() {
+        verdict.enforced = true;
+        line.message = Some("report mode has ended (report_until): enforced".to_owned());
+    }
     record(line, &verdict);
     verdict
 }

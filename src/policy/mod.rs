@@ -96,11 +96,21 @@ impl Verdict<'_> {
     }
 }
 
+/// Where report mode applies beyond the top-level `mode`, and when it ends.
+#[derive(Debug, Clone, Default)]
+pub struct Reporting {
+    /// Clients whose would-be denials are only reported (`report_clients:`).
+    pub clients: Vec<IpNet>,
+    /// Unix time (seconds) after which report mode enforces by itself (`report_until:`).
+    pub until: Option<u64>,
+}
+
 /// Compiled rules with their indexes.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     rules: Vec<Rule>,
     mode: Mode,
+    reporting: Reporting,
     exact: HashMap<String, Vec<u32>>,
     suffix: HashMap<String, Vec<u32>>,
     globs: Vec<(HostPattern, u32)>,
@@ -134,6 +144,31 @@ impl Policy {
         }
         policy.rules = rules;
         policy
+    }
+
+    pub fn with_reporting(mut self, reporting: Reporting) -> Policy {
+        self.reporting = reporting;
+        self
+    }
+
+    /// Unix time after which report mode ends, if it has an end.
+    pub fn report_until(&self) -> Option<u64> {
+        self.reporting.until
+    }
+
+    /// Whether a denial is carried out for this client, given the nearest rule: the rule's
+    /// own mode, else report for `report_clients`, else the top-level mode. Report mode's
+    /// expiry is the caller's to apply (it needs the clock).
+    pub fn enforces(&self, rule: Option<&Rule>, client: IpAddr) -> bool {
+        let mode = rule.and_then(|r| r.mode).unwrap_or_else(|| {
+            let client = canonical(client);
+            if self.reporting.clients.iter().any(|net| net.contains(&client)) {
+                Mode::Report
+            } else {
+                self.mode
+            }
+        });
+        mode == Mode::Enforce
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -174,18 +209,11 @@ impl Policy {
             Some((reason, index)) => (reason, Some(&self.rules[index as usize])),
             None => (Reason::NoRule, None),
         };
-        self.deny(reason, rule)
-    }
-
-    /// A denial that did not come from rule matching (bad SNI, bad request), shaped by the
-    /// same mode logic so report mode covers it too.
-    pub fn deny<'p>(&'p self, reason: Reason, rule: Option<&'p Rule>) -> Verdict<'p> {
-        let mode = rule.and_then(|r| r.mode).unwrap_or(self.mode);
         Verdict {
             allowed: false,
             reason,
             rule,
-            enforced: mode == Mode::Enforce,
+            enforced: self.enforces(rule, request.client),
         }
     }
 
