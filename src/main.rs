@@ -129,7 +129,9 @@ fn suggest(file: Option<std::path::PathBuf>) -> ExitCode {
     use std::io::Read;
     let mut text = String::new();
     let read = match file.as_deref() {
-        Some(path) if path != std::path::Path::new("-") => std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)),
+        Some(path) if path != std::path::Path::new("-") => {
+            std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))
+        }
         _ => std::io::stdin().read_to_string(&mut text),
     };
     if let Err(e) = read {

@@ -44,14 +44,24 @@ struct Seen {
 pub fn suggest<'a>(lines: impl IntoIterator<Item = &'a str>) -> String {
     let mut seen = Seen::default();
     for line in lines {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         if !wanted(&v) {
             continue;
         }
-        let (Some(host), Some(port)) = (v["host"].as_str(), v["port"].as_u64()) else { continue };
-        let Ok(port) = u16::try_from(port) else { continue };
+        let (Some(host), Some(port)) = (v["host"].as_str(), v["port"].as_u64()) else {
+            continue;
+        };
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
         seen.lines += 1;
-        let map = if host.parse::<std::net::IpAddr>().is_ok() { &mut seen.ips } else { &mut seen.names };
+        let map = if host.parse::<std::net::IpAddr>().is_ok() {
+            &mut seen.ips
+        } else {
+            &mut seen.names
+        };
         map.entry(host.to_owned()).or_default().insert(port);
     }
     render(&seen)
@@ -72,11 +82,16 @@ fn render(seen: &Seen) -> String {
     );
     let mut by_parent: BTreeMap<String, Vec<(&String, &BTreeSet<u16>)>> = BTreeMap::new();
     for (name, ports) in &seen.names {
-        by_parent.entry(parent(name)).or_default().push((name, ports));
+        by_parent
+            .entry(parent(name))
+            .or_default()
+            .push((name, ports));
     }
     for (parent, names) in &by_parent {
         let ports: BTreeSet<u16> = names.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-        let shared = SHARED_PARENTS.iter().any(|s| parent == s || parent.ends_with(&format!(".{s}")));
+        let shared = SHARED_PARENTS
+            .iter()
+            .any(|s| parent == s || parent.ends_with(&format!(".{s}")));
         if shared || names.len() >= MANY {
             out.push_str(&format!(
                 "  # FLAG: {} name(s) under {parent}; only a wildcard like *.{parent} would cover them all,\n  # and {}. Prefer the exact names below{}.\n",
@@ -111,7 +126,10 @@ fn render(seen: &Seen) -> String {
 /// parent, everything but the first label (`b.s3.us-east-1.amazonaws.com` →
 /// `s3.us-east-1.amazonaws.com`), since that first label is what tenants choose.
 fn parent(name: &str) -> String {
-    if SHARED_PARENTS.iter().any(|s| name.ends_with(&format!(".{s}"))) {
+    if SHARED_PARENTS
+        .iter()
+        .any(|s| name.ends_with(&format!(".{s}")))
+    {
         if let Some((_, rest)) = name.split_once('.') {
             return rest.to_owned();
         }
@@ -128,7 +146,11 @@ fn rule_name(parent: &str) -> String {
 }
 
 fn join(ports: &BTreeSet<u16>) -> String {
-    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -136,7 +158,9 @@ mod tests {
     use super::*;
 
     fn line(host: &str, port: u16, decision: &str, reason: &str) -> String {
-        format!(r#"{{"event":"decision","decision":"{decision}","enforced":false,"reason":"{reason}","host":"{host}","port":{port}}}"#)
+        format!(
+            r#"{{"event":"decision","decision":"{decision}","enforced":false,"reason":"{reason}","host":"{host}","port":{port}}}"#
+        )
     }
 
     #[test]
@@ -153,32 +177,73 @@ mod tests {
         let out = suggest(lines.iter().map(String::as_str));
         assert!(out.contains("Suggested from 4 decision line(s)"), "{out}");
         assert!(out.contains("  - name: pythonhosted-org\n    hosts:\n      - files.pythonhosted.org\n    ports: [443]\n"), "{out}");
-        assert!(out.contains("      - mirror.example.org\n    ports: [80]"), "{out}");
-        assert!(!out.contains("already.example.com"), "allowed traffic needs no new rule");
-        assert!(!out.contains("x.example.net"), "close lines are not decisions");
-        assert!(!out.contains('*'), "never suggests a wildcard itself: {out}");
-        let parsed: serde_json::Value = serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&out).unwrap()).unwrap();
+        assert!(
+            out.contains("      - mirror.example.org\n    ports: [80]"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("already.example.com"),
+            "allowed traffic needs no new rule"
+        );
+        assert!(
+            !out.contains("x.example.net"),
+            "close lines are not decisions"
+        );
+        assert!(
+            !out.contains('*'),
+            "never suggests a wildcard itself: {out}"
+        );
+        let parsed: serde_json::Value =
+            serde_json::to_value(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&out).unwrap())
+                .unwrap();
         assert_eq!(parsed["allow"].as_array().unwrap().len(), 3);
     }
 
     #[test]
     fn flags_names_only_a_broad_wildcard_would_cover() {
         let lines: Vec<String> = (0..3)
-            .map(|i| line(&format!("bucket{i}.s3.us-east-1.amazonaws.com"), 443, "deny", "no_rule"))
+            .map(|i| {
+                line(
+                    &format!("bucket{i}.s3.us-east-1.amazonaws.com"),
+                    443,
+                    "deny",
+                    "no_rule",
+                )
+            })
             .chain((0..6).map(|i| line(&format!("n{i}.cdn.example"), 443, "deny", "no_rule")))
             .collect();
         let out = suggest(lines.iter().map(String::as_str));
-        assert!(out.contains("FLAG: 3 name(s) under s3.us-east-1.amazonaws.com"), "{out}");
-        assert!(out.contains("exfiltration path") && out.contains("VPC endpoint"), "{out}");
+        assert!(
+            out.contains("FLAG: 3 name(s) under s3.us-east-1.amazonaws.com"),
+            "{out}"
+        );
+        assert!(
+            out.contains("exfiltration path") && out.contains("VPC endpoint"),
+            "{out}"
+        );
         assert!(out.contains("FLAG: 6 name(s) under cdn.example"), "{out}");
     }
 
     #[test]
     fn ip_literals_become_flagged_single_address_cidrs() {
-        let lines = [line("203.0.113.9", 8443, "deny", "no_rule"), line("2001:db8::1", 443, "deny", "no_rule")];
+        let lines = [
+            line("203.0.113.9", 8443, "deny", "no_rule"),
+            line("2001:db8::1", 443, "deny", "no_rule"),
+        ];
         let out = suggest(lines.iter().map(String::as_str));
-        assert!(out.contains("- 203.0.113.9/32") && out.contains("- 2001:db8::1/128") && out.contains("tls: any"), "{out}");
-        assert!(crate::config::Config::from_yaml(&format!("listeners: {{ explicit: 127.0.0.1:3128 }}\n{out}")).is_ok(), "{out}");
+        assert!(
+            out.contains("- 203.0.113.9/32")
+                && out.contains("- 2001:db8::1/128")
+                && out.contains("tls: any"),
+            "{out}"
+        );
+        assert!(
+            crate::config::Config::from_yaml(&format!(
+                "listeners: {{ explicit: 127.0.0.1:3128 }}\n{out}"
+            ))
+            .is_ok(),
+            "{out}"
+        );
     }
 
     #[test]

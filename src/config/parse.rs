@@ -10,7 +10,9 @@ use ipnet::IpNet;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{Config, Limits, Listeners, Problem, Problems, ReloadSettings, Timeouts};
-use crate::policy::{host, AddrFilter, Host, HostPattern, Mode, Policy, Reporting, Rule, TlsRequirement};
+use crate::policy::{
+    host, AddrFilter, Host, HostPattern, Mode, Policy, Reporting, Rule, TlsRequirement,
+};
 
 const TOP: &[&str] = &[
     "mode",
@@ -133,7 +135,10 @@ impl Walk {
     fn report_until(&mut self, value: &Value) -> Option<u64> {
         let parsed = value.as_str().and_then(parse_report_until);
         if parsed.is_none() {
-            self.problem("report_until", format!("expected a date like 2027-01-31, found {}", show(value)));
+            self.problem(
+                "report_until",
+                format!("expected a date like 2027-01-31, found {}", show(value)),
+            );
         }
         parsed
     }
@@ -570,7 +575,11 @@ pub fn parse_report_until(text: &str) -> Option<u64> {
     let year: i64 = parts.next()?.parse().ok()?;
     let month: u32 = parts.next()?.parse().ok()?;
     let day: u32 = parts.next()?.parse().ok()?;
-    if date.len() != 10 || !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+    if date.len() != 10
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+    {
         return None;
     }
     let days = days_from_civil(year, month, day);
@@ -585,7 +594,10 @@ pub fn parse_report_until(text: &str) -> Option<u64> {
             h * 3600 + m * 60 + s
         }
     };
-    u64::try_from(days).ok()?.checked_mul(86_400)?.checked_add(seconds)
+    u64::try_from(days)
+        .ok()?
+        .checked_mul(86_400)?
+        .checked_add(seconds)
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {

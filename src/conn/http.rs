@@ -178,7 +178,13 @@ async fn connect(
         conn.proxy.log.write(line);
         return Ok(refusal(&failure, Some(&host)));
     }
-    let tls = verdict.tls();
+    // A tunnel that only report mode lets through has no rule saying what it should carry:
+    // observe it without waiting for a ClientHello.
+    let tls = if verdict.allowed {
+        verdict.tls()
+    } else {
+        TlsRequirement::Any
+    };
     let enforce_sni = state.enforces(verdict.rule, line.client.ip());
     let targets = upstream_targets(&state, &host, port)
         .await

@@ -45,7 +45,10 @@ impl State {
         let Some(until) = self.config.policy.report_until() else {
             return false;
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let ended = now > until;
         if ended && !self.report_end_announced.swap(true, Ordering::Relaxed) {
             tracing::warn!(

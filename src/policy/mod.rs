@@ -162,7 +162,12 @@ impl Policy {
     pub fn enforces(&self, rule: Option<&Rule>, client: IpAddr) -> bool {
         let mode = rule.and_then(|r| r.mode).unwrap_or_else(|| {
             let client = canonical(client);
-            if self.reporting.clients.iter().any(|net| net.contains(&client)) {
+            if self
+                .reporting
+                .clients
+                .iter()
+                .any(|net| net.contains(&client))
+            {
                 Mode::Report
             } else {
                 self.mode

@@ -198,7 +198,10 @@ impl Proxy {
             if now == n {
                 return;
             }
-            assert!(Instant::now() < deadline, "active connections stuck at {now}, expected {n}");
+            assert!(
+                Instant::now() < deadline,
+                "active connections stuck at {now}, expected {n}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -600,4 +603,105 @@ pub fn read_response(s: &mut TcpStream) -> (u16, String) {
         status_of(&head),
         String::from_utf8_lossy(&body).into_owned(),
     )
+}
+
+impl ListenerAddrs {
+    /// The `listeners:` block with the transparent listeners in their long form, so that a
+    /// connection that was not redirected goes to `tls_port` / `http_port` upstream.
+    pub fn yaml_with_default_ports(&self, tls_port: u16, http_port: u16) -> String {
+        format!(
+            "listeners:\n  explicit: {}\n  transparent_tls: {{ listen: {}, default_port: {tls_port} }}\n  transparent_http: {{ listen: {}, default_port: {http_port} }}\n  admin: {}\n",
+            self.explicit, self.transparent_tls, self.transparent_http, self.admin
+        )
+    }
+}
+
+impl Proxy {
+    /// Starts the proxy on free loopback ports with a `listeners:` block of the test's own
+    /// making (`listeners` gets the addresses, returns the block) and `rest` appended.
+    pub fn start_with_listeners(
+        listeners: impl FnOnce(&ListenerAddrs) -> String,
+        rest: &str,
+    ) -> Proxy {
+        let addrs = ListenerAddrs::free();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("egress.yaml");
+        std::fs::write(&config_path, format!("{}{rest}", listeners(&addrs))).unwrap();
+        let path = config_path.to_str().unwrap().to_owned();
+        let mut proxy = Proxy::start_with(&["run", "--config", &path], &[], addrs);
+        proxy.dir = dir;
+        proxy.config_path = config_path;
+        proxy
+    }
+
+    /// Runs `command` (which must end up exec'ing the proxy binary, e.g. through
+    /// `ip netns exec`) with stdout/stderr captured like [`Proxy::start`], without probing
+    /// its listeners: `listeners` is recorded as given. Wait with [`Proxy::wait_stderr`].
+    pub fn spawn_command(
+        mut command: Command,
+        listeners: ListenerAddrs,
+        dir: tempfile::TempDir,
+        config_path: std::path::PathBuf,
+    ) -> Proxy {
+        let mut child = command
+            .env("EGRESS_PROXY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting egress-proxy");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Proxy {
+            child,
+            explicit: listeners.explicit,
+            transparent_tls: listeners.transparent_tls,
+            transparent_http: listeners.transparent_http,
+            admin: listeners.admin,
+            dir,
+            config_path,
+            lines: Mutex::new(rx),
+            seen: Mutex::new(Vec::new()),
+            stderr,
+        }
+    }
+
+    /// Waits (up to `within`) until the proxy's stderr contains every one of `needles`;
+    /// panics with the stderr if it does not, or if the process exits first.
+    pub fn wait_stderr(&mut self, needles: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.stderr();
+            if needles.iter().all(|n| text.contains(n)) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("egress-proxy exited ({status}) before {needles:?}; stderr:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "egress-proxy did not log {needles:?} within {within:?}; stderr:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

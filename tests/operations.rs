@@ -1,0 +1,364 @@
+//! Operating the proxy: reload, drain, metrics, health, report mode, `suggest` — with the
+//! real binary and real sockets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn rules(names: &[&str], port: u16) -> String {
+    let hosts = names.join(", ");
+    let resolver: Vec<String> = names.iter().map(|n| format!("{n}: 127.0.0.1")).collect();
+    format!(
+        "allow:
+  - name: raw
+    hosts: [{hosts}]
+    ports: [{port}]
+    tls: any
+upstream: {{ allow_cidrs: [127.0.0.0/8] }}
+resolver: {{ hosts: {{ {} }} }}
+timeouts: {{ drain: 3s }}
+",
+        resolver.join(", ")
+    )
+}
+
+/// CONNECT to `target` and check the echo works: an open, working tunnel.
+fn open_tunnel(proxy: &Proxy, target: &str) -> TcpStream {
+    let (mut s, head) = connect(proxy.explicit, target);
+    assert_eq!(status_of(&head), 200, "{head}");
+    s.write_all(b"hi").unwrap();
+    let mut b = [0u8; 2];
+    s.read_exact(&mut b).unwrap();
+    s
+}
+
+fn wait_exit(proxy: &mut Proxy, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "proxy did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn health_endpoints_answer_on_the_admin_listener_only() {
+    let proxy = Proxy::start(&rules(&["a.test"], 443));
+    assert_eq!(proxy.admin_get("/healthz").0, 200);
+    assert_eq!(proxy.admin_get("/readyz").0, 200);
+    assert_eq!(proxy.admin_get("/nope").0, 404);
+    // The proxy listener does not serve admin paths, and can't be pointed at the admin port.
+    let (status, _) = http_get(proxy.explicit, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 400);
+    let proxy2 = Proxy::start(&format!(
+        "allow:\n  - {{ name: loop, hosts: [self.test], ports: [{}], tls: any }}\nupstream: {{ allow_cidrs: [127.0.0.0/8] }}\nresolver: {{ hosts: {{ self.test: 127.0.0.1 }} }}\n",
+        free_port()
+    ));
+    let (_s, head) = connect(
+        proxy2.explicit,
+        &format!("127.0.0.1:{}", proxy2.admin.port()),
+    );
+    assert_eq!(status_of(&head), 403, "IP literal with no cidrs rule");
+    drop(proxy2);
+}
+
+#[test]
+fn drain_lets_an_open_tunnel_finish_refuses_new_connections_and_exits_zero() {
+    let echo = EchoOrigin::start();
+    let port = echo.addr.port();
+    let mut proxy = Proxy::start(&rules(&["a.test"], port));
+    let mut tunnel = open_tunnel(&proxy, &format!("a.test:{port}"));
+    proxy.signal("TERM");
+    // Readiness turns 503 so the load balancer stops sending new connections.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.admin_get("/readyz").0 != 503 {
+        assert!(Instant::now() < deadline, "/readyz never turned 503");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        TcpStream::connect(proxy.explicit).is_err(),
+        "new connections are refused while draining"
+    );
+    // The open tunnel still moves data, then finishes on its own.
+    tunnel.write_all(b"still here").unwrap();
+    let mut b = [0u8; 10];
+    tunnel.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"still here");
+    tunnel.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    tunnel.read_to_end(&mut rest).unwrap();
+    assert_eq!(wait_exit(&mut proxy, Duration::from_secs(5)), Some(0));
+    let close = proxy.close_line(|_| true);
+    assert_eq!(close["bytes_up"], 12);
+    assert_eq!(close["bytes_down"], 12);
+}
+
+#[test]
+fn drain_deadline_closes_lingering_tunnels_with_a_close_line() {
+    let echo = EchoOrigin::start();
+    let port = echo.addr.port();
+    let mut proxy = Proxy::start(&rules(&["a.test"], port)); // drain: 3s
+    let mut tunnel = open_tunnel(&proxy, &format!("a.test:{port}"));
+    let started = Instant::now();
+    proxy.signal("TERM");
+    let mut rest = Vec::new();
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = tunnel.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "closed before the drain deadline: {waited:?}"
+    );
+    assert_eq!(wait_exit(&mut proxy, Duration::from_secs(5)), Some(0));
+    let close = proxy.close_line(|_| true);
+    assert_eq!(close["bytes_up"], 2);
+}
+
+#[test]
+fn file_reload_applies_a_good_config_and_keeps_the_last_good_one_on_error() {
+    let echo = EchoOrigin::start();
+    let port = echo.addr.port();
+    let proxy = Proxy::start(&rules(&["a.test"], port));
+    let (_s, head) = connect(proxy.explicit, &format!("b.test:{port}"));
+    assert_eq!(status_of(&head), 403);
+    let errors_before = proxy.metric_sum("egress_config_reloads_total{result=\"error\"}");
+
+    proxy.rewrite_config(&rules(&["a.test", "b.test"], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_s, head) = connect(proxy.explicit, &format!("b.test:{port}"));
+        if status_of(&head) == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new config never took effect");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(proxy.stderr().contains("config reloaded"));
+
+    // A broken config: named field in the error, old policy stays, error counter rises.
+    let broken = rules(&["a.test", "b.test"], port).replace(
+        "upstream:",
+        "  - name: broken\n    hosts: ['bad host']\nupstream:",
+    );
+    proxy.rewrite_config(&broken);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.stderr().contains("config reload failed") {
+        assert!(
+            Instant::now() < deadline,
+            "reload error never logged; stderr:\n{}",
+            proxy.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        proxy.stderr().contains("allow[1].hosts[0]"),
+        "{}",
+        proxy.stderr()
+    );
+    let (_s, head) = connect(proxy.explicit, &format!("b.test:{port}"));
+    assert_eq!(status_of(&head), 200, "the last good config keeps serving");
+    assert!(proxy.metric_sum("egress_config_reloads_total{result=\"error\"}") > errors_before);
+    // SIGHUP re-reads even an unchanged file.
+    let successes = proxy.metric_sum("egress_config_reloads_total{result=\"success\"}");
+    proxy.rewrite_config(&rules(&["a.test"], port));
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.metric_sum("egress_config_reloads_total{result=\"success\"}") <= successes {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(proxy.metric_sum("egress_config_last_reload_success_timestamp_seconds") > 1.7e9);
+}
+
+#[test]
+fn reload_under_load_drops_no_tunnel() {
+    let echo = EchoOrigin::start();
+    let port = echo.addr.port();
+    let proxy = Proxy::start(&rules(&["a.test"], port));
+    let target = format!("a.test:{port}");
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut tunnel = open_tunnel(&proxy, &target);
+            std::thread::spawn(move || {
+                // Keep moving data for as long as the reloads go on.
+                tunnel
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let chunk = vec![7u8; 16 * 1024];
+                let mut back = vec![0u8; chunk.len()];
+                let mut moved = 0usize;
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_secs(6) {
+                    tunnel.write_all(&chunk).unwrap();
+                    tunnel
+                        .read_exact(&mut back)
+                        .expect("tunnel dropped during reload");
+                    moved += chunk.len();
+                }
+                moved
+            })
+        })
+        .collect();
+    for i in 0..20 {
+        let names: Vec<String> = (0..=i)
+            .map(|j| format!("n{j}.test"))
+            .chain(["a.test".to_owned()])
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        proxy.rewrite_config(&rules(&refs, port));
+        proxy.signal("HUP");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for w in workers {
+        assert!(w.join().expect("a tunnel broke during reloads") > 0);
+    }
+    assert!(proxy.metric_sum("egress_config_reloads_total{result=\"success\"}") >= 20.0);
+    assert_eq!(
+        proxy.metric_sum("egress_config_reloads_total{result=\"error\"}"),
+        0.0
+    );
+}
+
+#[test]
+fn metrics_count_the_decisions_that_were_logged() {
+    let echo = EchoOrigin::start();
+    let port = echo.addr.port();
+    let proxy = Proxy::start(&rules(&["a.test"], port));
+    for _ in 0..3 {
+        let t = open_tunnel(&proxy, &format!("a.test:{port}"));
+        drop(t);
+    }
+    for _ in 0..2 {
+        let (_s, head) = connect(proxy.explicit, &format!("x.test:{port}"));
+        assert_eq!(status_of(&head), 403);
+    }
+    let (status, _) = http_get(proxy.explicit, "GARBAGE\r\n\r\n");
+    assert_eq!(status, 400);
+    for _ in 0..3 {
+        proxy.close_line(|_| true);
+    }
+    let allow = proxy.metric_sum(
+        r#"egress_decisions_total{decision="allow",reason="rule",rule="raw",listener="explicit"}"#,
+    );
+    let deny = proxy.metric_sum(
+        r#"egress_decisions_total{decision="deny",reason="no_rule",rule="",listener="explicit"}"#,
+    );
+    let bad = proxy.metric_sum(r#"egress_decisions_total{decision="deny",reason="bad_request",rule="",listener="explicit"}"#);
+    assert_eq!(
+        (allow, deny, bad),
+        (3.0, 2.0, 1.0),
+        "metrics:\n{}",
+        proxy.admin_get("/metrics").1
+    );
+    assert_eq!(
+        proxy.metric_sum(r#"egress_bytes_total{direction="up"}"#),
+        6.0
+    );
+    assert_eq!(
+        proxy.metric_sum(r#"egress_bytes_total{direction="down"}"#),
+        6.0
+    );
+    assert_eq!(
+        proxy.metric_sum("egress_upstream_connect_seconds_count"),
+        3.0
+    );
+    let text = proxy.admin_get("/metrics").1;
+    for name in [
+        "egress_active_connections",
+        "egress_dns_seconds",
+        "egress_config_reloads_total",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+}
+
+#[test]
+fn report_mode_lets_would_be_denials_through_and_logs_them_unenforced() {
+    let echo = EchoOrigin::start();
+    let port = echo.addr.port();
+    let proxy = Proxy::start(&format!(
+        "mode: report\nreport_until: 2999-12-31\n{}",
+        rules(&["a.test", "b.test"], port).replace("hosts: [a.test, b.test]", "hosts: [a.test]")
+    ));
+    let _t = open_tunnel(&proxy, &format!("b.test:{port}"));
+    let line = proxy.decision(|v| v["host"] == "b.test");
+    assert_eq!(line["decision"], "deny");
+    assert_eq!(line["reason"], "no_rule");
+    assert_eq!(line["enforced"], false);
+    assert_eq!(line["upstream"], echo.addr.to_string());
+}
+
+#[test]
+fn report_mode_past_its_expiry_enforces_and_says_so() {
+    let echo = EchoOrigin::start();
+    let port = echo.addr.port();
+    let proxy = Proxy::start(&format!(
+        "mode: report\nreport_until: 2020-01-31\n{}",
+        rules(&["a.test", "b.test"], port).replace("hosts: [a.test, b.test]", "hosts: [a.test]")
+    ));
+    let (_s, head) = connect(proxy.explicit, &format!("b.test:{port}"));
+    assert_eq!(status_of(&head), 403);
+    let line = proxy.decision(|v| v["host"] == "b.test");
+    assert_eq!(line["enforced"], true);
+    assert!(line["message"]
+        .as_str()
+        .unwrap()
+        .contains("report mode has ended"));
+    assert!(
+        proxy.stderr().contains("report mode ended"),
+        "{}",
+        proxy.stderr()
+    );
+    assert_eq!(echo.accepted(), 0);
+}
+
+#[test]
+fn report_clients_only_report_for_their_cidr() {
+    let echo = EchoOrigin::start();
+    let port = echo.addr.port();
+    let base =
+        rules(&["a.test", "b.test"], port).replace("hosts: [a.test, b.test]", "hosts: [a.test]");
+    let proxy = Proxy::start(&format!("report_clients: [127.0.0.0/8]\n{base}"));
+    let _t = open_tunnel(&proxy, &format!("b.test:{port}"));
+    assert_eq!(proxy.decision(|v| v["host"] == "b.test")["enforced"], false);
+    let other = Proxy::start(&format!("report_clients: [10.0.64.0/19]\n{base}"));
+    let (_s, head) = connect(other.explicit, &format!("b.test:{port}"));
+    assert_eq!(status_of(&head), 403);
+}
+
+#[test]
+fn suggest_turns_a_report_mode_log_into_an_allowlist() {
+    let echo = EchoOrigin::start();
+    let port = echo.addr.port();
+    let proxy = Proxy::start(&format!(
+        "mode: report\n{}",
+        rules(&["pkgs.example.org", "x.test"], port)
+            .replace("hosts: [pkgs.example.org, x.test]", "hosts: [x.test]")
+    ));
+    let _t = open_tunnel(&proxy, &format!("pkgs.example.org:{port}"));
+    let line = proxy.decision(|v| v["host"] == "pkgs.example.org");
+    let log = proxy.dir.path().join("decisions.jsonl");
+    std::fs::write(&log, format!("{line}\n")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("suggest")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("- pkgs.example.org") && text.contains(&format!("ports: [{port}]")),
+        "{text}"
+    );
+}
