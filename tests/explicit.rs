@@ -646,3 +646,50 @@ fn http_1_0_connect_is_served() {
     s.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"x");
 }
+
+#[test]
+fn dns_failure_and_unreachable_upstreams_get_their_own_reasons() {
+    let closed = free_port(); // nothing listens here
+    let proxy = Proxy::start(&format!(
+        "allow:
+  - {{ name: gone, hosts: [gone.invalid], ports: [{closed}], tls: any }}
+  - {{ name: down, hosts: [down.test], ports: [{closed}], tls: any }}
+  - {{ name: down-tls, hosts: [downtls.test], ports: [{closed}] }}
+upstream: {{ allow_cidrs: [127.0.0.0/8] }}
+resolver: {{ hosts: {{ down.test: 127.0.0.1, downtls.test: 127.0.0.1 }} }}
+"
+    ));
+    let (_s, head) = connect(proxy.explicit, &format!("gone.invalid:{closed}"));
+    assert_eq!(status_of(&head), 502, "{head}");
+    let line = proxy.decision(|v| v["host"] == "gone.invalid");
+    assert_eq!((line["decision"].as_str(), line["reason"].as_str()), (Some("deny"), Some("dns_failure")));
+    assert_eq!(line["rule"], "gone", "the rule that allowed the name is still named");
+
+    let (_s, head) = connect(proxy.explicit, &format!("down.test:{closed}"));
+    assert_eq!(status_of(&head), 502, "{head}");
+    let line = proxy.decision(|v| v["host"] == "down.test");
+    assert_eq!(line["reason"], "upstream_unreachable");
+    assert!(line["message"].as_str().unwrap().contains(&format!("127.0.0.1:{closed}")));
+
+    // With an SNI check the dial happens after the 200 and the ClientHello: the tunnel is
+    // closed and the line says why.
+    let hello = rustls_hello("downtls.test");
+    let (mut s, head) = connect(proxy.explicit, &format!("downtls.test:{closed}"));
+    assert_eq!(status_of(&head), 200);
+    s.write_all(&hello).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let line = proxy.decision(|v| v["host"] == "downtls.test");
+    assert_eq!(line["reason"], "upstream_unreachable");
+    assert_eq!(line["sni"], "downtls.test");
+}
+
+/// The first flight of a real rustls client for `sni`.
+fn rustls_hello(sni: &str) -> Vec<u8> {
+    let origin = TlsOrigin::start(&[sni]);
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let mut client = rustls::ClientConnection::new(origin.client_config(), name).unwrap();
+    let mut out = Vec::new();
+    client.write_tls(&mut out).unwrap();
+    out
+}
