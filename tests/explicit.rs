@@ -662,14 +662,23 @@ resolver: {{ hosts: {{ down.test: 127.0.0.1, downtls.test: 127.0.0.1 }} }}
     let (_s, head) = connect(proxy.explicit, &format!("gone.invalid:{closed}"));
     assert_eq!(status_of(&head), 502, "{head}");
     let line = proxy.decision(|v| v["host"] == "gone.invalid");
-    assert_eq!((line["decision"].as_str(), line["reason"].as_str()), (Some("deny"), Some("dns_failure")));
-    assert_eq!(line["rule"], "gone", "the rule that allowed the name is still named");
+    assert_eq!(
+        (line["decision"].as_str(), line["reason"].as_str()),
+        (Some("deny"), Some("dns_failure"))
+    );
+    assert_eq!(
+        line["rule"], "gone",
+        "the rule that allowed the name is still named"
+    );
 
     let (_s, head) = connect(proxy.explicit, &format!("down.test:{closed}"));
     assert_eq!(status_of(&head), 502, "{head}");
     let line = proxy.decision(|v| v["host"] == "down.test");
     assert_eq!(line["reason"], "upstream_unreachable");
-    assert!(line["message"].as_str().unwrap().contains(&format!("127.0.0.1:{closed}")));
+    assert!(line["message"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("127.0.0.1:{closed}")));
 
     // With an SNI check the dial happens after the 200 and the ClientHello: the tunnel is
     // closed and the line says why.

@@ -59,16 +59,27 @@ fn health_endpoints_answer_on_the_admin_listener_only() {
     // The proxy listener does not serve admin paths, and can't be pointed at the admin port.
     let (status, _) = http_get(proxy.explicit, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, 400);
-    let proxy2 = Proxy::start(&format!(
-        "allow:\n  - {{ name: loop, hosts: [self.test], ports: [{}], tls: any }}\nupstream: {{ allow_cidrs: [127.0.0.0/8] }}\nresolver: {{ hosts: {{ self.test: 127.0.0.1 }} }}\n",
-        free_port()
-    ));
-    let (_s, head) = connect(
-        proxy2.explicit,
-        &format!("127.0.0.1:{}", proxy2.admin.port()),
+    // A rule can't open the way to the proxy's own listeners: they are on the deny list even
+    // when upstream.allow_cidrs covers their address.
+    let admin = proxy.admin.port();
+    proxy.rewrite_config(&rules(&["self.test"], admin));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let (_s, head) = connect(proxy.explicit, &format!("self.test:{admin}"));
+        if status_of(&head) != 403 {
+            assert_eq!(status_of(&head), 502, "{head}");
+            break proxy.decision(|v| {
+                v["host"] == "self.test" && v["decision"] == "deny" && v["reason"] != "no_rule"
+            });
+        }
+        assert!(Instant::now() < deadline, "reload never applied");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(line["reason"], "upstream_denied_ip");
+    assert!(
+        line["message"].as_str().unwrap().contains("own listeners"),
+        "{line}"
     );
-    assert_eq!(status_of(&head), 403, "IP literal with no cidrs rule");
-    drop(proxy2);
 }
 
 #[test]

@@ -419,10 +419,15 @@ fn refusal(failure: &Failure, host: Option<&Host>) -> Response<Body> {
     let text = refusal_text(failure.reason, &failure.message, host);
     let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if failure.reason == Reason::BadRequest {
+        // After a malformed request the connection's framing can't be trusted: close it.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
