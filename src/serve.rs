@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use crate::admin;
 use crate::config::source::Source;
 use crate::config::Config;
-use crate::conn::{http, record_failure, tunnel, Failure, Phase, Proxy, Slot, State};
+use crate::conn::{http, record_failure, tunnel, Arrival, Failure, Phase, Proxy, Slot, State};
 use crate::log::{Decision, DecisionLog, Listener};
 use crate::reason::Reason;
 use crate::reload;
@@ -140,23 +140,22 @@ async fn accept_loop(
         let proxy = proxy.clone();
         tokio::spawn(async move {
             let slot = Slot::new(permit, listener);
+            let original_dst = match listener {
+                Listener::Explicit => None,
+                _ => original_dst(&stream),
+            };
+            let arrival = Arrival {
+                listener,
+                peer,
+                original_dst,
+                default_port,
+            };
             match listener {
-                Listener::Explicit => http::serve(proxy, stream, peer, listener, None, slot).await,
-                Listener::TransparentHttp => {
-                    // Unknown original destination: the configured default port.
-                    let dst = original_dst(&stream).or_else(|| {
-                        Some(SocketAddr::new(
-                            stream.local_addr().ok()?.ip(),
-                            default_port,
-                        ))
-                    });
-                    http::serve(proxy, stream, peer, listener, dst, slot).await
-                }
                 Listener::TransparentTls => {
                     let _slot = slot;
-                    let dst = original_dst(&stream);
-                    tunnel::transparent(proxy, stream, peer, dst, default_port).await
+                    tunnel::transparent(proxy, stream, arrival).await
                 }
+                _ => http::serve(proxy, stream, arrival, slot).await,
             }
         });
     }

@@ -3,7 +3,6 @@
 //! connection is judged on its own, with the state current when it arrives.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +21,8 @@ use tokio::net::TcpStream;
 use super::counted::Counted;
 use super::tunnel::{self, Connect};
 use super::{
-    dial, judge, record_failure, refusal_text, upstream_targets, Failure, Proxy, Slot, State,
+    dial, judge, record_failure, refusal_text, upstream_targets, Arrival, Failure, Proxy, Slot,
+    State,
 };
 use crate::log::{Decision, Listener};
 use crate::policy::{host, Host, TlsRequirement};
@@ -34,9 +34,7 @@ type Body = Either<Full<Bytes>, Incoming>;
 /// One client connection's context, shared by its requests.
 struct Conn {
     proxy: Arc<Proxy>,
-    peer: SocketAddr,
-    listener: Listener,
-    original_dst: Option<SocketAddr>,
+    arrival: Arrival,
     /// Requests that got as far as the service; a parse error or timeout before any is the
     /// connection's only decision and must be logged.
     requests: AtomicU64,
@@ -45,21 +43,12 @@ struct Conn {
 }
 
 /// Serves one HTTP/1 client connection until it closes, times out, or the proxy drains.
-pub async fn serve(
-    proxy: Arc<Proxy>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    listener: Listener,
-    original_dst: Option<SocketAddr>,
-    slot: Slot,
-) {
+pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, arrival: Arrival, slot: Slot) {
     let state = proxy.state();
     let _ = stream.set_nodelay(true);
     let conn = Arc::new(Conn {
         proxy: proxy.clone(),
-        peer,
-        listener,
-        original_dst,
+        arrival,
         requests: AtomicU64::new(0),
         slot: Arc::new(slot),
     });
@@ -115,8 +104,7 @@ fn log_connection_error(conn: &Conn, error: &hyper::Error) {
     } else {
         return;
     };
-    let mut line = Decision::new(conn.listener, conn.peer);
-    line.original_dst = conn.original_dst;
+    let mut line = conn.arrival.line();
     record_failure(&mut line, &Failure::new(reason, message));
     conn.proxy.log.write(&mut line);
 }
@@ -125,8 +113,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
     conn.requests.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let state = conn.proxy.state();
-    let mut line = Decision::new(conn.listener, conn.peer);
-    line.original_dst = conn.original_dst;
+    let mut line = conn.arrival.line();
     line.method = Some(req.method().as_str().to_owned());
     let response = if req.method() == Method::CONNECT {
         connect(&conn, state, &mut line, req, started).await
@@ -155,7 +142,7 @@ async fn connect(
     mut req: Request<Incoming>,
     started: Instant,
 ) -> Result<Response<Body>, Refused> {
-    if conn.listener != Listener::Explicit {
+    if conn.arrival.listener != Listener::Explicit {
         return Err(bad_request(
             "CONNECT is only served on the explicit listener",
         ));
@@ -287,13 +274,21 @@ async fn forward(
         proxy.log.close(&closing, up, down, started.elapsed());
     });
     let outgoing = outgoing_request(req, &host, port);
-    match sender.send_request(outgoing).await {
-        Ok(response) => {
+    let idle = state.config.timeouts.idle;
+    match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
+        Err(_) => Ok(refusal(
+            &Failure::new(
+                Reason::Timeout,
+                format!("no response head within {}s", idle.as_secs()),
+            ),
+            None,
+        )),
+        Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Ok(Response::from_parts(parts, Either::Right(body)))
         }
-        Err(e) => Ok(refusal(
+        Ok(Err(e)) => Ok(refusal(
             &Failure::new(Reason::UpstreamUnreachable, format!("upstream failed: {e}")),
             None,
         )),
@@ -311,7 +306,7 @@ fn request_target(conn: &Conn, uri: &Uri, headers: &HeaderMap) -> Result<(Host, 
         _ => return Err(bad_request("more than one Host header")),
     };
     let from_header = host_header.map(parse_target).transpose()?;
-    match conn.listener {
+    match conn.arrival.listener {
         Listener::Explicit => {
             let Some(authority) = uri.authority() else {
                 return Err(bad_request(
@@ -336,11 +331,12 @@ fn request_target(conn: &Conn, uri: &Uri, headers: &HeaderMap) -> Result<(Host, 
         }
         _ => {
             let (host, header_port) = from_header.ok_or_else(|| bad_request("no Host header"))?;
-            let port = conn
-                .original_dst
-                .map(|d| d.port())
-                .or(header_port)
-                .unwrap_or(80);
+            let port = conn.arrival.port();
+            if header_port.is_some_and(|p| p != port) {
+                return Err(bad_request(format!(
+                    "the Host header names another port than the connection's {port}"
+                )));
+            }
             Ok((host, port))
         }
     }

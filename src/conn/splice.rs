@@ -9,6 +9,7 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 /// Bytes read at a time. Large enough that a bulk transfer needs few syscalls.
@@ -57,9 +58,11 @@ async fn copy(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> io::Result
     let result = async {
         loop {
             from.readable().await?;
-            let mut buf = vec![0u8; CHUNK];
+            // Allocated (not zeroed) per burst and dropped when the socket runs dry.
+            let mut buf = BytesMut::with_capacity(CHUNK);
             loop {
-                let n = match from.try_read(&mut buf) {
+                buf.clear();
+                let n = match from.try_read_buf(&mut buf) {
                     Ok(0) => return Ok(()),
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

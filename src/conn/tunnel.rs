@@ -9,8 +9,8 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 
 use super::splice::{self, write_all};
-use super::{dial, record, record_failure, upstream_targets, Failure, Proxy, State};
-use crate::log::{Decision, Listener};
+use super::{dial, record, record_failure, upstream_targets, Arrival, Failure, Proxy, State};
+use crate::log::Decision;
 use crate::policy::{host, Host, TlsRequirement};
 use crate::reason::Reason;
 use crate::wire::client_hello::{parse_client_hello, ClientHelloInfo, HelloError, HelloOutcome};
@@ -65,18 +65,11 @@ pub async fn connect(
 }
 
 /// Runs a connection redirected to the transparent TLS listener: the SNI is the request.
-pub async fn transparent(
-    proxy: Arc<Proxy>,
-    client: TcpStream,
-    peer: SocketAddr,
-    original_dst: Option<SocketAddr>,
-    default_port: u16,
-) {
+pub async fn transparent(proxy: Arc<Proxy>, client: TcpStream, arrival: Arrival) {
     let started = Instant::now();
     let state = proxy.state();
-    let mut line = Decision::new(Listener::TransparentTls, peer);
-    line.original_dst = original_dst;
-    let port = original_dst.map_or(default_port, |dst| dst.port());
+    let mut line = arrival.line();
+    let port = arrival.port();
     line.port = Some(port);
     let mut first = Vec::new();
     let deadline = Instant::now() + state.config.timeouts.client_handshake;
