@@ -92,17 +92,21 @@ impl Decision {
     }
 }
 
+/// Lines queued for stdout before new ones are dropped (and counted): a stalled log
+/// shipper must not grow the proxy's memory without bound or stall its tunnels.
+const QUEUE: usize = 65_536;
+
 /// Hands decision lines to the stdout writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct DecisionLog {
-    lines: mpsc::Sender<Vec<u8>>,
+    lines: mpsc::SyncSender<Vec<u8>>,
 }
 
 impl DecisionLog {
     /// Starts the writer thread. It flushes whenever it has nothing more queued, so lines
     /// reach stdout promptly without a write syscall per line under load.
     pub fn to_stdout() -> DecisionLog {
-        let (lines, queue) = mpsc::channel::<Vec<u8>>();
+        let (lines, queue) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
         std::thread::Builder::new()
             .name("decision-log".into())
             .spawn(move || {
@@ -128,7 +132,9 @@ impl DecisionLog {
         }
         let mut line = serde_json::to_vec(decision).unwrap_or_default();
         line.push(b'\n');
-        let _ = self.lines.send(line);
+        if let Err(mpsc::TrySendError::Full(_)) = self.lines.try_send(line) {
+            crate::metrics::decision_line_dropped();
+        }
     }
 
     /// The close line for an allowed connection that has ended.

@@ -16,6 +16,8 @@ pub const UPSTREAM_CONNECT: &str = "egress_upstream_connect_seconds";
 pub const DNS: &str = "egress_dns_seconds";
 pub const RELOADS: &str = "egress_config_reloads_total";
 pub const LAST_RELOAD: &str = "egress_config_last_reload_success_timestamp_seconds";
+/// Beyond the contract: decision lines dropped because stdout could not keep up.
+pub const LINES_DROPPED: &str = "egress_decision_lines_dropped_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -45,6 +47,7 @@ pub fn install() {
             for result in ["success", "error"] {
                 counter!(RELOADS, "result" => result).absolute(0);
             }
+            counter!(LINES_DROPPED).absolute(0);
         }
         Ok(Err(e)) | Err(e) => tracing::warn!("metrics disabled: {e}"),
     }
@@ -74,6 +77,10 @@ pub fn decision(line: &Decision) {
 pub fn bytes(up: u64, down: u64) {
     counter!(BYTES, "direction" => "up").increment(up);
     counter!(BYTES, "direction" => "down").increment(down);
+}
+
+pub fn decision_line_dropped() {
+    counter!(LINES_DROPPED).increment(1);
 }
 
 pub fn upstream_connect(took: Duration) {
