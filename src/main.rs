@@ -61,6 +61,8 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal; log shippers get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EGRESS_PROXY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
