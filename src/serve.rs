@@ -199,9 +199,10 @@ fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
     let dst = unsafe {
         let mut addr: libc::sockaddr_storage = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let (level, name) = match local {
-            SocketAddr::V4(_) => (libc::SOL_IP, libc::SO_ORIGINAL_DST),
-            SocketAddr::V6(_) => (libc::SOL_IPV6, libc::IP6T_SO_ORIGINAL_DST),
+        // A v4-mapped local address on a dual-stack [::] listener is an IPv4 connection.
+        let (level, name) = match local.ip().to_canonical() {
+            IpAddr::V4(_) => (libc::SOL_IP, libc::SO_ORIGINAL_DST),
+            IpAddr::V6(_) => (libc::SOL_IPV6, libc::IP6T_SO_ORIGINAL_DST),
         };
         if libc::getsockopt(
             fd,
@@ -215,7 +216,7 @@ fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
         }
         sockaddr_to_std(&addr)?
     };
-    (dst != local).then_some(dst)
+    (dst.ip().to_canonical() != local.ip().to_canonical() || dst.port() != local.port()).then_some(dst)
 }
 
 fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {

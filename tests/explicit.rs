@@ -702,3 +702,47 @@ fn rustls_hello(sni: &str) -> Vec<u8> {
     client.write_tls(&mut out).unwrap();
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_any_tunnels_still_refuse_a_client_hello_naming_another_host() {
+    let origin = TlsOrigin::start(&["origin.test", "other.test"]);
+    let port = origin.addr.port();
+    let proxy = Proxy::start(&format!(
+        "allow:\n  - {{ name: loose, hosts: [origin.test, other.test], ports: [{port}], tls: any }}\nupstream: {{ allow_cidrs: [127.0.0.0/8] }}\nresolver: {{ hosts: {{ origin.test: 127.0.0.1, other.test: 127.0.0.1 }} }}\n"
+    ));
+    let target = format!("origin.test:{port}");
+    assert!(tls_through(proxy.explicit, &target, "other.test", &origin).await.is_err());
+    let line = proxy.decision(|v| v["host"] == "origin.test");
+    assert_eq!((line["reason"].as_str(), line["sni"].as_str()), (Some("sni_mismatch"), Some("other.test")));
+    // The matching name goes through, its SNI logged.
+    let mut tls = tls_through(proxy.explicit, &target, "origin.test", &origin).await.unwrap();
+    tls.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    tls.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping");
+    let line = proxy.decision(|v| v["host"] == "origin.test");
+    assert_eq!((line["decision"].as_str(), line["sni"].as_str()), (Some("allow"), Some("origin.test")));
+}
+
+#[test]
+fn tls_any_tunnels_let_a_server_speak_first() {
+    // A server-first protocol (SSH, SMTP): the banner must arrive without the client
+    // sending anything.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(b"SSH-2.0-test\r\n");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+    let proxy = Proxy::start(&format!(
+        "allow:\n  - {{ name: ssh, hosts: [git.test], ports: [{port}], tls: any }}\nupstream: {{ allow_cidrs: [127.0.0.0/8] }}\nresolver: {{ hosts: {{ git.test: 127.0.0.1 }} }}\n"
+    ));
+    let (mut s, head) = connect(proxy.explicit, &format!("git.test:{port}"));
+    assert_eq!(status_of(&head), 200);
+    let mut banner = [0u8; 14];
+    s.read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0-test\r\n");
+    assert_eq!(proxy.decision(|_| true)["decision"], "allow");
+}

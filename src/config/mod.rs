@@ -73,7 +73,8 @@ pub struct Timeouts {
     pub client_handshake: Duration,
     /// Total budget for connecting upstream, across every address tried.
     pub upstream_connect: Duration,
-    /// A tunnel or keep-alive connection with no bytes either way for this long is closed.
+    /// A tunnel, or a forwarded request, with no bytes either way for this long is closed.
+    /// (Between keep-alive requests the client has `client_handshake` to start the next.)
     pub idle: Duration,
     /// How long open connections may keep going after SIGTERM.
     pub drain: Duration,

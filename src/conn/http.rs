@@ -194,24 +194,12 @@ async fn connect(
     tokio::spawn(async move {
         let _slot = slot;
         let Some((client, early)) = take_socket(upgrade).await else {
+            record_failure(&mut line, &Failure::new(Reason::BadRequest, "the client socket was not handed over after 200"));
+            proxy.log.write(&mut line);
             return;
         };
-        match dialled {
-            Some((upstream, addr)) => {
-                line.upstream = Some(addr);
-                tunnel::splice_dialled(&proxy, &state, client, upstream, &early, line, started)
-                    .await
-            }
-            None => {
-                let plan = Connect {
-                    host,
-                    targets,
-                    tls,
-                    enforce_sni,
-                };
-                tunnel::connect(proxy, state, client, early, line, plan, started).await
-            }
-        }
+        let plan = Connect { host, targets, dialled, enforce_sni };
+        tunnel::connect(proxy, state, client, early, line, plan, started).await
     });
     Ok(Response::new(empty()))
 }

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use super::splice::{self, write_all};
 use super::{dial, record, record_failure, upstream_targets, Arrival, Failure, Proxy, State};
 use crate::log::Decision;
-use crate::policy::{host, Host, TlsRequirement};
+use crate::policy::{host, Host};
 use crate::reason::Reason;
 use crate::wire::client_hello::{parse_client_hello, ClientHelloInfo, HelloError, HelloOutcome};
 
@@ -20,12 +20,16 @@ use crate::wire::client_hello::{parse_client_hello, ClientHelloInfo, HelloError,
 pub struct Connect {
     pub host: Host,
     pub targets: Vec<SocketAddr>,
-    pub tls: TlsRequirement,
+    /// `tls: any` dials before the `200` (so failures still get a 502/504); `require_sni`
+    /// dials only once the ClientHello has passed.
+    pub dialled: Option<(TcpStream, SocketAddr)>,
     /// Whether an SNI problem closes the tunnel (false in report mode: it is only logged).
     pub enforce_sni: bool,
 }
 
 /// Runs an allowed CONNECT tunnel: `early` holds bytes the client sent after its request head.
+/// Whatever the rule's `tls`, a ClientHello that carries an SNI must name the CONNECT host;
+/// `require_sni` also insists that there is one.
 pub async fn connect(
     proxy: Arc<Proxy>,
     state: Arc<State>,
@@ -36,32 +40,78 @@ pub async fn connect(
     started: Instant,
 ) {
     let mut first = early;
-    if plan.tls == TlsRequirement::RequireSni {
-        let deadline = Instant::now() + state.config.timeouts.client_handshake;
-        let checked = read_hello(&client, &mut first, deadline)
-            .await
-            .and_then(|hello| {
-                line.sni = hello.sni.clone();
-                note_ech(&mut line, &hello);
-                sni_names(hello.sni.as_deref(), &plan.host)
-            });
-        if let Err(failure) = checked {
-            if plan.enforce_sni || failure.reason == Reason::Timeout {
-                record_failure(&mut line, &failure);
-                proxy.log.write(&mut line);
-                return;
+    let deadline = Instant::now() + state.config.timeouts.client_handshake;
+    let checked = match &plan.dialled {
+        None => read_hello(&client, &mut first, deadline).await.and_then(|hello| {
+            line.sni = hello.sni.clone();
+            note_ech(&mut line, &hello);
+            sni_names(hello.sni.as_deref(), &plan.host)
+        }),
+        Some((upstream, addr)) => {
+            line.upstream = Some(*addr);
+            let idle = state.config.timeouts.idle;
+            inspect_first(&client, upstream, &mut first, &mut line, &plan.host, deadline, idle).await
+        }
+    };
+    if let Err(failure) = checked {
+        if plan.enforce_sni || failure.reason == Reason::Timeout {
+            line.upstream = None;
+            record_failure(&mut line, &failure);
+            proxy.log.write(&mut line);
+            return;
+        }
+        // Report mode: log the would-be denial and go on.
+        line.message = Some(format!(
+            "report mode: would deny ({}): {}",
+            failure.reason, failure.message
+        ));
+        line.decision = "deny";
+        line.reason = failure.reason;
+        line.enforced = false;
+    }
+    match plan.dialled {
+        Some((upstream, _)) => splice_dialled(&proxy, &state, client, upstream, &first, line, started).await,
+        None => dial_and_splice(&proxy, &state, client, &first, line, &plan.targets, started).await,
+    }
+}
+
+/// For `tls: any`: if the client speaks first and its first bytes are a TLS handshake, read
+/// the ClientHello and check any SNI it carries. A server that speaks first (SSH, SMTP) or a
+/// client that sends plain bytes is not held up.
+async fn inspect_first(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    first: &mut Vec<u8>,
+    line: &mut Decision,
+    host: &Host,
+    deadline: Instant,
+    idle: std::time::Duration,
+) -> Result<(), Failure> {
+    if first.is_empty() {
+        tokio::select! {
+            biased;
+            ready = client.readable() => {
+                if ready.is_ok() {
+                    let mut chunk = [0u8; 4096];
+                    if let Ok(n) = client.try_read(&mut chunk) {
+                        first.extend_from_slice(&chunk[..n]);
+                    }
+                }
             }
-            // Report mode: log the would-be denial and go on.
-            line.message = Some(format!(
-                "report mode: would deny ({}): {}",
-                failure.reason, failure.message
-            ));
-            line.decision = "deny";
-            line.reason = failure.reason;
-            line.enforced = false;
+            _ = upstream.readable() => return Ok(()),
+            _ = tokio::time::sleep(idle) => return Ok(()),
         }
     }
-    dial_and_splice(&proxy, &state, client, &first, line, &plan.targets, started).await;
+    if first.first() != Some(&0x16) {
+        return Ok(());
+    }
+    let hello = read_hello(client, first, deadline).await?;
+    line.sni = hello.sni.clone();
+    note_ech(line, &hello);
+    match hello.sni.as_deref() {
+        Some(sni) => sni_names(Some(sni), host),
+        None => Ok(()),
+    }
 }
 
 /// Runs a connection redirected to the transparent TLS listener: the SNI is the request.

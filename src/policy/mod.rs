@@ -34,8 +34,8 @@ pub enum TlsRequirement {
     /// A ClientHello whose SNI names the host that was asked for.
     #[default]
     RequireSni,
-    /// Anything: plain TCP, or TLS without SNI. A ClientHello that does carry an SNI must
-    /// still name the asked-for host.
+    /// Anything: plain TCP, a server that speaks first, or TLS without SNI. A ClientHello
+    /// that does carry an SNI must still name the asked-for host.
     Any,
 }
 
@@ -55,6 +55,7 @@ pub struct Rule {
 
 impl Rule {
     fn covers_client(&self, client: IpAddr) -> bool {
+        let client = canonical(client);
         self.clients.is_empty() || self.clients.iter().any(|net| net.contains(&client))
     }
 }
