@@ -99,25 +99,41 @@ const QUEUE: usize = 65_536;
 /// Hands decision lines to the stdout writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct DecisionLog {
-    lines: mpsc::SyncSender<Vec<u8>>,
+    lines: mpsc::SyncSender<Item>,
+}
+
+enum Item {
+    Line(Vec<u8>),
+    /// Flush everything queued before it, then say so.
+    Flush(mpsc::Sender<()>),
 }
 
 impl DecisionLog {
     /// Starts the writer thread. It flushes whenever it has nothing more queued, so lines
     /// reach stdout promptly without a write syscall per line under load.
     pub fn to_stdout() -> DecisionLog {
-        let (lines, queue) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
+        let (lines, queue) = mpsc::sync_channel::<Item>(QUEUE);
         std::thread::Builder::new()
             .name("decision-log".into())
             .spawn(move || {
                 let stdout = std::io::stdout();
                 let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-                while let Ok(line) = queue.recv() {
-                    let _ = out.write_all(&line);
-                    while let Ok(line) = queue.try_recv() {
-                        let _ = out.write_all(&line);
+                while let Ok(item) = queue.recv() {
+                    let mut done = Vec::new();
+                    let mut next = Some(item);
+                    while let Some(item) = next {
+                        match item {
+                            Item::Line(line) => {
+                                let _ = out.write_all(&line);
+                            }
+                            Item::Flush(ack) => done.push(ack),
+                        }
+                        next = queue.try_recv().ok();
                     }
                     let _ = out.flush();
+                    for ack in done {
+                        let _ = ack.send(());
+                    }
                 }
             })
             .expect("spawning the decision log thread");
@@ -132,8 +148,16 @@ impl DecisionLog {
         }
         let mut line = serde_json::to_vec(decision).unwrap_or_default();
         line.push(b'\n');
-        if let Err(mpsc::TrySendError::Full(_)) = self.lines.try_send(line) {
+        if let Err(mpsc::TrySendError::Full(_)) = self.lines.try_send(Item::Line(line)) {
             crate::metrics::decision_line_dropped();
+        }
+    }
+
+    /// Waits (up to `within`) until every line queued so far has reached stdout.
+    pub fn flush(&self, within: Duration) {
+        let (ack, done) = mpsc::channel();
+        if self.lines.send(Item::Flush(ack)).is_ok() {
+            let _ = done.recv_timeout(within);
         }
     }
 

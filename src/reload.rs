@@ -14,6 +14,7 @@ use crate::metrics;
 use crate::serve::build_state;
 
 const FILE_CHECK: Duration = Duration::from_secs(2);
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// Runs for the life of the proxy.
 pub async fn watch(proxy: Arc<Proxy>, source: Source, bound: Listeners) {
@@ -48,6 +49,14 @@ pub async fn watch(proxy: Arc<Proxy>, source: Source, bound: Listeners) {
         };
         if !forced && last_text.as_deref() == Some(text.as_str()) {
             continue;
+        }
+        // A file caught mid-write can still parse (cut at a line boundary, it just lacks
+        // its last rules): apply only text that reads the same twice.
+        if let Source::File(_) = source {
+            tokio::time::sleep(SETTLE).await;
+            if source.read().await.ok().as_deref() != Some(text.as_str()) {
+                continue;
+            }
         }
         last_text = Some(text.clone());
         apply(&proxy, &source, &text, &bound);

@@ -96,8 +96,9 @@ pub async fn run(source: Source, config: Config) -> io::Result<()> {
         // Closed connections log their close lines on the way out.
         let _ = tokio::time::timeout(Duration::from_secs(2), slots.acquire_many(all)).await;
     }
-    // Let the decision log writer catch up before the process ends.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Every decision and close line reaches stdout before the process ends.
+    let log = proxy.log.clone();
+    let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
     tracing::info!("drained; exiting");
     Ok(())
 }
@@ -216,7 +217,8 @@ fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
         }
         sockaddr_to_std(&addr)?
     };
-    (dst.ip().to_canonical() != local.ip().to_canonical() || dst.port() != local.port()).then_some(dst)
+    (dst.ip().to_canonical() != local.ip().to_canonical() || dst.port() != local.port())
+        .then_some(dst)
 }
 
 fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {

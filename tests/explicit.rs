@@ -33,6 +33,14 @@ timeouts: {{ client_handshake: 2s, upstream_connect: 2s }}
     )
 }
 
+/// The same rules with `tls: any`, which plain-HTTP forwarding to a port other than 80 needs.
+fn http_config_for(port: u16) -> String {
+    config_for(port).replace(
+        &format!("    ports: [{port}]\n"),
+        &format!("    ports: [{port}]\n    tls: any\n"),
+    )
+}
+
 /// CONNECT through the proxy, then TLS to `sni` with the origin's CA.
 async fn tls_through(
     proxy: SocketAddr,
@@ -353,7 +361,7 @@ resolver: { hosts: { imds.test: [169.254.169.254], data.test: [10.0.64.12, 'fd00
 fn keep_alive_requests_are_each_judged_on_their_own() {
     let origin = HttpOrigin::start();
     let port = origin.addr.port();
-    let proxy = Proxy::start(&config_for(port));
+    let proxy = Proxy::start(&http_config_for(port));
     let mut s = TcpStream::connect(proxy.explicit).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET http://origin.test:{port}/first HTTP/1.1\r\nHost: origin.test:{port}\r\nProxy-Authorization: Basic c2VjcmV0\r\nProxy-Connection: keep-alive\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n").unwrap();
@@ -407,7 +415,7 @@ fn keep_alive_requests_are_each_judged_on_their_own() {
 fn host_header_disagreeing_with_the_uri_is_a_bad_request() {
     let origin = HttpOrigin::start();
     let port = origin.addr.port();
-    let proxy = Proxy::start(&config_for(port));
+    let proxy = Proxy::start(&http_config_for(port));
     let (status, _) = http_get(
         proxy.explicit,
         &format!("GET http://origin.test:{port}/ HTTP/1.1\r\nHost: unlisted.test\r\n\r\n"),
@@ -470,7 +478,7 @@ fn garbage_bytes_get_400_and_a_decision_line() {
 fn slowloris_client_is_cut_while_others_are_served() {
     let origin = HttpOrigin::start();
     let port = origin.addr.port();
-    let proxy = Proxy::start(&config_for(port)); // client_handshake: 2s
+    let proxy = Proxy::start(&http_config_for(port)); // client_handshake: 2s
     let mut slow = TcpStream::connect(proxy.explicit).unwrap();
     slow.write_all(b"CONNECT origin.test:443 HTTP/1.1\r\nX-Slow: ")
         .unwrap();
@@ -711,17 +719,27 @@ async fn tls_any_tunnels_still_refuse_a_client_hello_naming_another_host() {
         "allow:\n  - {{ name: loose, hosts: [origin.test, other.test], ports: [{port}], tls: any }}\nupstream: {{ allow_cidrs: [127.0.0.0/8] }}\nresolver: {{ hosts: {{ origin.test: 127.0.0.1, other.test: 127.0.0.1 }} }}\n"
     ));
     let target = format!("origin.test:{port}");
-    assert!(tls_through(proxy.explicit, &target, "other.test", &origin).await.is_err());
+    assert!(tls_through(proxy.explicit, &target, "other.test", &origin)
+        .await
+        .is_err());
     let line = proxy.decision(|v| v["host"] == "origin.test");
-    assert_eq!((line["reason"].as_str(), line["sni"].as_str()), (Some("sni_mismatch"), Some("other.test")));
+    assert_eq!(
+        (line["reason"].as_str(), line["sni"].as_str()),
+        (Some("sni_mismatch"), Some("other.test"))
+    );
     // The matching name goes through, its SNI logged.
-    let mut tls = tls_through(proxy.explicit, &target, "origin.test", &origin).await.unwrap();
+    let mut tls = tls_through(proxy.explicit, &target, "origin.test", &origin)
+        .await
+        .unwrap();
     tls.write_all(b"ping").await.unwrap();
     let mut got = [0u8; 4];
     tls.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"ping");
     let line = proxy.decision(|v| v["host"] == "origin.test");
-    assert_eq!((line["decision"].as_str(), line["sni"].as_str()), (Some("allow"), Some("origin.test")));
+    assert_eq!(
+        (line["decision"].as_str(), line["sni"].as_str()),
+        (Some("allow"), Some("origin.test"))
+    );
 }
 
 #[test]
@@ -745,4 +763,22 @@ fn tls_any_tunnels_let_a_server_speak_first() {
     s.read_exact(&mut banner).unwrap();
     assert_eq!(&banner, b"SSH-2.0-test\r\n");
     assert_eq!(proxy.decision(|_| true)["decision"], "allow");
+}
+
+#[test]
+fn plain_http_to_a_port_whose_rule_requires_tls_is_refused() {
+    let origin = HttpOrigin::start();
+    let port = origin.addr.port();
+    let proxy = Proxy::start(&config_for(port)); // tls: require_sni (the default)
+    let (status, text) = http_get(
+        proxy.explicit,
+        &format!("GET http://origin.test:{port}/ HTTP/1.1\r\nHost: origin.test:{port}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 403, "{text}");
+    let line = proxy.decision(|_| true);
+    assert_eq!(
+        (line["decision"].as_str(), line["reason"].as_str()),
+        (Some("deny"), Some("no_sni"))
+    );
+    assert_eq!(origin.accepted(), 0);
 }

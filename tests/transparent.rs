@@ -822,6 +822,7 @@ fn http_config(port: u16) -> String {
   - name: web
     hosts: [origin.test]
     ports: [{port}]
+    tls: any # plain HTTP on a port other than 80
 upstream:
   allow_cidrs: [127.0.0.0/8]
 resolver:

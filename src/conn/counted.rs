@@ -17,6 +17,11 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// The live counters, for an idle watch.
+    pub fn counters(&self) -> (&AtomicU64, &AtomicU64) {
+        (&self.up, &self.down)
+    }
+
     pub fn totals(&self) -> (u64, u64) {
         (
             self.up.load(Ordering::Relaxed),

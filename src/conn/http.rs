@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::counted::Counted;
+use super::splice::watch_idle;
 use super::tunnel::{self, Connect};
 use super::{
     dial, judge, record_failure, refusal_text, upstream_targets, Arrival, Failure, Proxy, Slot,
@@ -96,7 +97,7 @@ fn log_connection_error(conn: &Conn, error: &hyper::Error) {
             Reason::Timeout,
             "no complete request head within timeouts.client_handshake".to_owned(),
         )
-    } else if error.is_incomplete_message() {
+    } else if error.is_incomplete_message() && first {
         (
             Reason::BadRequest,
             "client closed in the middle of a request".to_owned(),
@@ -115,16 +116,25 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
     let state = conn.proxy.state();
     let mut line = conn.arrival.line();
     line.method = Some(req.method().as_str().to_owned());
-    let response = if req.method() == Method::CONNECT {
+    let is_connect = req.method() == Method::CONNECT;
+    let response = if is_connect {
         connect(&conn, state, &mut line, req, started).await
     } else {
         forward(&conn, state, &mut line, req, started).await
     };
-    Ok(response.unwrap_or_else(|(failure, host)| {
+    let mut response = response.unwrap_or_else(|(failure, host)| {
         record_failure(&mut line, &failure);
         conn.proxy.log.write(&mut line);
         refusal(&failure, host.as_ref())
-    }))
+    });
+    if is_connect && response.status() != StatusCode::OK {
+        // A refused CONNECT is usually followed by the TLS bytes the client meant for the
+        // tunnel: close instead of parsing them as the next request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
 }
 
 type Refused = (Failure, Option<Host>);
@@ -194,11 +204,22 @@ async fn connect(
     tokio::spawn(async move {
         let _slot = slot;
         let Some((client, early)) = take_socket(upgrade).await else {
-            record_failure(&mut line, &Failure::new(Reason::BadRequest, "the client socket was not handed over after 200"));
+            record_failure(
+                &mut line,
+                &Failure::new(
+                    Reason::BadRequest,
+                    "the client socket was not handed over after 200",
+                ),
+            );
             proxy.log.write(&mut line);
             return;
         };
-        let plan = Connect { host, targets, dialled, enforce_sni };
+        let plan = Connect {
+            host,
+            targets,
+            dialled,
+            enforce_sni,
+        };
         tunnel::connect(proxy, state, client, early, line, plan, started).await
     });
     Ok(Response::new(empty()))
@@ -229,6 +250,17 @@ async fn forward(
         conn.proxy.log.write(line);
         return Ok(refusal(&failure, Some(&host)));
     }
+    // Plain HTTP to a port whose rule expects TLS would carry cleartext a client chose to a
+    // service that expects a handshake: only port 80, or rules with `tls: any`.
+    if verdict.allowed && port != 80 && verdict.tls() == TlsRequirement::RequireSni {
+        let failure = Failure::new(
+            Reason::NoSni,
+            format!(
+                "plain HTTP to {host}:{port}: the rule requires TLS there (tls: any allows it)"
+            ),
+        );
+        return Err((failure, Some(host)));
+    }
     let with_host = |f: Failure| (f, Some(host.clone()));
     let targets = upstream_targets(&state, &host, port)
         .await
@@ -254,15 +286,23 @@ async fn forward(
     };
     let proxy = conn.proxy.clone();
     let slot = conn.slot.clone();
-    let closing = line.clone();
+    let mut closing = line.clone();
+    let idle = state.config.timeouts.idle;
     tokio::spawn(async move {
         let _slot = slot;
-        let _ = connection.await;
+        let (up, down) = moved.counters();
+        // A stalled upstream body or client upload must not hold the slot forever.
+        tokio::select! {
+            _ = connection => {}
+            _ = watch_idle(idle, up, down) => {
+                closing.message = Some(format!("idle for {}s", idle.as_secs()));
+            }
+            _ = proxy.closing() => {}
+        }
         let (up, down) = moved.totals();
         proxy.log.close(&closing, up, down, started.elapsed());
     });
     let outgoing = outgoing_request(req, &host, port);
-    let idle = state.config.timeouts.idle;
     match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
         Err(_) => Ok(refusal(
             &Failure::new(
@@ -341,6 +381,10 @@ fn parse_target(text: &str) -> Result<(Host, Option<u16>), Refused> {
 /// headers removed.
 fn outgoing_request(req: Request<Incoming>, host: &Host, port: u16) -> Request<Incoming> {
     let (mut parts, body) = req.into_parts();
+    // Both framings at once (RFC 9112 §6.3): the length is not to be trusted.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
     parts.version = http::Version::HTTP_11;

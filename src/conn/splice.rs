@@ -93,7 +93,7 @@ pub async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
 
 /// Completes once neither counter has moved for `idle`, checked at a quarter of it so a
 /// busy tunnel never touches a timer per read.
-async fn watch_idle(idle: Duration, up: &AtomicU64, down: &AtomicU64) {
+pub(super) async fn watch_idle(idle: Duration, up: &AtomicU64, down: &AtomicU64) {
     let tick = (idle / 4).max(Duration::from_millis(50));
     let mut last = (u64::MAX, u64::MAX);
     let mut quiet = Duration::ZERO;

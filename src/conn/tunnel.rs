@@ -13,7 +13,9 @@ use super::{dial, record, record_failure, upstream_targets, Arrival, Failure, Pr
 use crate::log::Decision;
 use crate::policy::{host, Host};
 use crate::reason::Reason;
-use crate::wire::client_hello::{parse_client_hello, ClientHelloInfo, HelloError, HelloOutcome};
+use crate::wire::client_hello::{
+    next_record_end, parse_client_hello, ClientHelloInfo, HelloError, HelloOutcome,
+};
 
 /// A CONNECT the policy let through, with its upstream addresses already resolved and
 /// checked; the `200` has been sent.
@@ -42,15 +44,20 @@ pub async fn connect(
     let mut first = early;
     let deadline = Instant::now() + state.config.timeouts.client_handshake;
     let checked = match &plan.dialled {
-        None => read_hello(&client, &mut first, deadline).await.and_then(|hello| {
-            line.sni = hello.sni.clone();
-            note_ech(&mut line, &hello);
-            sni_names(hello.sni.as_deref(), &plan.host)
-        }),
+        None => read_hello(&client, &mut first, deadline)
+            .await
+            .and_then(|hello| {
+                line.sni = hello.sni.clone();
+                note_ech(&mut line, &hello);
+                sni_names(hello.sni.as_deref(), &plan.host)
+            }),
         Some((upstream, addr)) => {
             line.upstream = Some(*addr);
             let idle = state.config.timeouts.idle;
-            inspect_first(&client, upstream, &mut first, &mut line, &plan.host, deadline, idle).await
+            inspect_first(
+                &client, upstream, &mut first, &mut line, &plan.host, deadline, idle,
+            )
+            .await
         }
     };
     if let Err(failure) = checked {
@@ -70,7 +77,9 @@ pub async fn connect(
         line.enforced = false;
     }
     match plan.dialled {
-        Some((upstream, _)) => splice_dialled(&proxy, &state, client, upstream, &first, line, started).await,
+        Some((upstream, _)) => {
+            splice_dialled(&proxy, &state, client, upstream, &first, line, started).await
+        }
         None => dial_and_splice(&proxy, &state, client, &first, line, &plan.targets, started).await,
     }
 }
@@ -239,11 +248,14 @@ pub async fn read_hello(
     buf: &mut Vec<u8>,
     deadline: Instant,
 ) -> Result<ClientHelloInfo, Failure> {
+    let mut parse_at = 0;
     loop {
-        match parse_client_hello(buf) {
-            Ok(HelloOutcome::Hello(info)) => return Ok(info),
-            Ok(HelloOutcome::Incomplete) => {}
-            Err(e) => return Err(hello_failure(&e)),
+        if buf.len() >= parse_at {
+            match parse_client_hello(buf) {
+                Ok(HelloOutcome::Hello(info)) => return Ok(info),
+                Ok(HelloOutcome::Incomplete) => parse_at = next_record_end(buf),
+                Err(e) => return Err(hello_failure(&e)),
+            }
         }
         let wait = deadline.saturating_duration_since(Instant::now());
         let read = tokio::time::timeout(wait, read_some(client, buf)).await;

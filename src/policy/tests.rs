@@ -187,5 +187,8 @@ fn decision_cost_does_not_scan_exact_and_suffix_rules() {
 fn client_rules_match_ipv4_clients_seen_on_a_dual_stack_listener() {
     let p = sample();
     assert!(ask(&p, "::ffff:10.0.40.1", "internal.example.com", 443).allowed);
-    assert_eq!(ask(&p, "::ffff:10.0.64.1", "internal.example.com", 443).reason, Reason::Client);
+    assert_eq!(
+        ask(&p, "::ffff:10.0.64.1", "internal.example.com", 443).reason,
+        Reason::Client
+    );
 }

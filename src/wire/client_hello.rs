@@ -317,10 +317,38 @@ fn parse_server_name(body: &[u8]) -> Result<Option<String>, Stop> {
     Ok(host.map(|h| h.iter().copied().map(char::from).collect()))
 }
 
+/// The buffer length at which [`parse_client_hello`] can next say more than `Incomplete`:
+/// the end of the first TLS record not yet complete (or of its 5-byte header). A reader
+/// re-parses only when it has that much, so a hello fed a byte at a time costs linear work.
+pub fn next_record_end(buf: &[u8]) -> usize {
+    let mut pos = 0usize;
+    loop {
+        let (Some(&hi), Some(&lo)) = (buf.get(pos + 3), buf.get(pos + 4)) else {
+            return pos + RECORD_HEADER_LEN;
+        };
+        let end = pos + RECORD_HEADER_LEN + usize::from(u16::from_be_bytes([hi, lo]));
+        if buf.len() < end {
+            return end;
+        }
+        pos = end;
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_record_end_points_past_the_first_incomplete_record() {
+        assert_eq!(next_record_end(&[]), 5);
+        assert_eq!(next_record_end(&[0x16, 3, 1]), 5);
+        assert_eq!(next_record_end(&[0x16, 3, 1, 0, 10]), 15);
+        let mut two = vec![0x16, 3, 1, 0, 2, 1, 2, 0x16, 3, 1, 0, 4];
+        assert_eq!(next_record_end(&two), 16);
+        two.extend_from_slice(&[9, 9, 9, 9]);
+        assert_eq!(next_record_end(&two), 21, "both complete: the next header");
+    }
     use rustls::pki_types::ServerName;
     use std::sync::Arc;
 
