@@ -373,3 +373,45 @@ fn suggest_turns_a_report_mode_log_into_an_allowlist() {
         "{text}"
     );
 }
+
+#[test]
+fn a_stalled_upstream_body_is_cut_at_the_idle_timeout() {
+    // Sends the response head and one byte of a longer body, then goes quiet.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nx");
+            std::thread::sleep(Duration::from_secs(20));
+        }
+    });
+    let proxy = Proxy::start(&rules(&["slow.test"], port).replace(
+        "timeouts: { drain: 3s }",
+        "timeouts: { drain: 3s, idle: 1s }",
+    ));
+    let mut s = TcpStream::connect(proxy.explicit).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET http://slow.test:{port}/ HTTP/1.1\r\nHost: slow.test:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the stalled response was never cut"
+    );
+    let close = proxy.close_line(|v| v["host"] == "slow.test");
+    assert!(
+        close["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("idle"),
+        "{close}"
+    );
+    proxy.wait_active(0.0);
+}
