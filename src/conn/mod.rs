@@ -7,6 +7,7 @@ mod counted;
 pub mod http;
 mod splice;
 pub mod tunnel;
+mod zero_copy;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};

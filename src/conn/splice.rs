@@ -2,7 +2,7 @@
 //! tunnel has been idle for `timeouts.idle`. Byte-exact, with half-close passed on.
 //!
 //! A buffer is only held while a direction is moving data: an idle tunnel owns no buffer, so
-//! thousands of open tunnels cost little memory.
+//! thousands of open tunnels cost little memory. Bulk directions move to splice(2).
 
 use std::io;
 use std::net::Shutdown;
@@ -52,30 +52,64 @@ pub async fn splice(
     }
 }
 
-/// One direction: read what is there, write it all, repeat; pass end-of-stream on as a
-/// write shutdown so the other side sees the half-close.
+/// A direction that has moved this much is bulk: it switches to splice(2) (Linux).
+const ZERO_COPY_AFTER: u64 = 1 << 20;
+
+/// One direction, until end of stream, which is passed on as a write shutdown so the other
+/// side sees the half-close. Small and interactive traffic is copied through a buffer held
+/// only while data flows; past `ZERO_COPY_AFTER` the direction moves to a kernel pipe.
 async fn copy(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> io::Result<()> {
     let result = async {
-        loop {
-            from.readable().await?;
-            // Allocated (not zeroed) per burst and dropped when the socket runs dry.
-            let mut buf = BytesMut::with_capacity(CHUNK);
-            loop {
-                buf.clear();
-                let n = match from.try_read_buf(&mut buf) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
-                };
-                write_all(to, &buf[..n]).await?;
-                moved.fetch_add(n as u64, Ordering::Relaxed);
+        if buffered(from, to, moved, ZERO_COPY_AFTER).await? == Ended::Eof {
+            return Ok(());
+        }
+        match super::zero_copy::pass(from, to, moved).await {
+            Err(e) if super::zero_copy::unsupported(&e) => {
+                buffered(from, to, moved, u64::MAX).await.map(|_| ())
             }
+            other => other,
         }
     }
     .await;
     let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
     result
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Eof,
+    /// `limit` bytes were moved; the stream goes on.
+    Limit,
+}
+
+/// Copies through a buffer until end of stream or until `limit` bytes have been moved.
+async fn buffered(
+    from: &TcpStream,
+    to: &TcpStream,
+    moved: &AtomicU64,
+    limit: u64,
+) -> io::Result<Ended> {
+    let mut total = 0u64;
+    loop {
+        from.readable().await?;
+        // Allocated (not zeroed) per burst and dropped when the socket runs dry.
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        loop {
+            buf.clear();
+            let n = match from.try_read_buf(&mut buf) {
+                Ok(0) => return Ok(Ended::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            };
+            write_all(to, &buf[..n]).await?;
+            moved.fetch_add(n as u64, Ordering::Relaxed);
+            total += n as u64;
+            if total >= limit {
+                return Ok(Ended::Limit);
+            }
+        }
+    }
 }
 
 /// Writes all of `data`, waiting for the socket to take it.
