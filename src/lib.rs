@@ -17,8 +17,10 @@
 //! - [`log`]: the decision line; [`metrics`] and [`admin`]: what operators scrape.
 //! - [`config`]: YAML → checked `Config`, its sources; [`reload`] swaps it while serving.
 //! - [`reason`]: every outcome's machine word and HTTP status, in one table.
+//! - [`calendar`]: date arithmetic for timestamps and `report_until`.
 
 pub mod admin;
+pub mod calendar;
 pub mod check;
 pub mod config;
 pub mod conn;

@@ -6,6 +6,7 @@ mod parse;
 pub mod source;
 #[cfg(feature = "ssm")]
 pub mod ssm;
+mod units;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde_yaml_ng::{Mapping, Value};
 
+use super::units::{parse_duration, parse_report_until};
 use super::{Config, Limits, Listeners, Problem, Problems, ReloadSettings, Timeouts};
 use crate::policy::{
     host, AddrFilter, Host, HostPattern, Mode, Policy, Reporting, Rule, TlsRequirement,
@@ -561,80 +562,6 @@ impl Walk {
             }
         }
         l
-    }
-}
-
-/// Unix seconds at which report mode ends: the end of a `YYYY-MM-DD` day (UTC), or an
-/// RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn parse_report_until(text: &str) -> Option<u64> {
-    let (date, time) = match text.split_once(['T', 't']) {
-        Some((date, time)) => (date, Some(time.strip_suffix(['Z', 'z'])?)),
-        None => (text, None),
-    };
-    let mut parts = date.splitn(3, '-');
-    let year: i64 = parts.next()?.parse().ok()?;
-    let month: u32 = parts.next()?.parse().ok()?;
-    let day: u32 = parts.next()?.parse().ok()?;
-    if date.len() != 10
-        || !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-    {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let seconds = match time {
-        None => 86_400,
-        Some(time) => {
-            let mut hms = time.splitn(3, ':').map(|p| p.parse::<u64>().ok());
-            let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-            if time.len() != 8 || h > 23 || m > 59 || s > 59 {
-                return None;
-            }
-            h * 3600 + m * 60 + s
-        }
-    };
-    u64::try_from(days)
-        .ok()?
-        .checked_mul(86_400)?
-        .checked_add(seconds)
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let secs = |k: u64| n.checked_mul(k).map(Duration::from_secs);
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        _ => None,
     }
 }
 

@@ -1,4 +1,4 @@
-use super::parse::parse_duration;
+use super::units::{parse_duration, parse_report_until};
 use super::*;
 use crate::policy::{Host, Mode, Request};
 
@@ -214,5 +214,25 @@ fn the_shipped_config_is_valid_and_denies_by_default() {
         "169.254.169.254",
     ] {
         assert!(!ask(outside, 443), "{outside} must not be allowed");
+    }
+}
+
+#[test]
+fn report_until_takes_a_day_or_a_utc_time() {
+    // Through the whole named day, UTC.
+    assert_eq!(parse_report_until("2027-01-31"), Some(1_801_440_000));
+    assert_eq!(
+        parse_report_until("2027-01-31T12:00:00Z"),
+        Some(1_801_396_800)
+    );
+    for bad in [
+        "2027-02-30",
+        "2027-13-01",
+        "27-01-31",
+        "2027-01-31T25:00:00Z",
+        "2027-01-31T12:00:00",
+        "soon",
+    ] {
+        assert_eq!(parse_report_until(bad), None, "{bad}");
     }
 }
