@@ -10,6 +10,8 @@ mod decide;
 mod harness;
 #[path = "proxy/net.rs"]
 mod net;
+#[path = "proxy/report.rs"]
+mod report;
 
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use serde_json::{json, Value};
 
 use harness::{ProxyProc, ProxySpec};
 use net::{Dir, Route};
+use report::{fmt, median, percentile, Row, Target};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -77,86 +80,12 @@ struct Plan {
     decide_count: usize,
 }
 
-pub fn median(v: &[f64]) -> f64 {
-    let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let m = s.len() / 2;
-    if s.len() % 2 == 1 {
-        s[m]
-    } else {
-        (s[m - 1] + s[m]) / 2.0
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-/// A line of the final table.
-struct Row {
-    metric: String,
-    unit: &'static str,
-    direct: Option<f64>,
-    proxied: f64,
-    /// How `ok` is judged: (ratio or absolute, bound, at least?) — see `judge`.
-    target: Option<Target>,
-}
-
-#[derive(Clone, Copy)]
-enum Target {
-    RatioAtLeast(f64),
-    RatioAtMost(f64),
-    AtMost(f64),
-}
-
-impl Row {
-    fn ratio(&self) -> Option<f64> {
-        self.direct.map(|d| self.proxied / d)
-    }
-
-    fn ok(&self) -> Option<bool> {
-        Some(match self.target? {
-            Target::RatioAtLeast(x) => self.ratio()? >= x,
-            Target::RatioAtMost(x) => self.ratio()? <= x,
-            Target::AtMost(x) => self.proxied <= x,
-        })
-    }
-
-    fn target_text(&self) -> String {
-        match self.target {
-            None => String::new(),
-            Some(Target::RatioAtLeast(x)) => format!(">= {x:.2}x"),
-            Some(Target::RatioAtMost(x)) => format!("<= {x:.2}x"),
-            Some(Target::AtMost(x)) => format!("<= {x} {}", self.unit),
-        }
-    }
-}
-
 struct Bench {
     args: Args,
     plan: Plan,
     rows: Vec<Row>,
     details: Vec<Value>,
     notes: Vec<String>,
-}
-
-fn fmt(x: f64) -> String {
-    if !x.is_finite() {
-        "-".into()
-    } else if x.abs() >= 100.0 {
-        format!("{x:.0}")
-    } else if x.abs() >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    }
 }
 
 fn log(msg: impl AsRef<str>) {
@@ -192,6 +121,11 @@ impl Bench {
     ) {
         let mut cpu_total = 0.0;
         let mut bytes_total = 0u64;
+        // This process (client + origin) in direct rounds: one send and one recv per byte,
+        // the same syscall work the proxy does per byte; the kernel's floor on this machine.
+        let me = std::process::id();
+        let (mut own_cpu, mut own_bytes) = (0.0, 0u64);
+        let (mut busy_cpu, mut busy_secs, mut gen_cpu) = (0.0, 0.0, 0.0);
         let limit = Duration::from_secs(30);
         for (tunnels, each) in [(1usize, self.plan.bulk_one), (8, self.plan.bulk_each_of_8)] {
             for dir in [Dir::Upload, Dir::Download] {
@@ -203,6 +137,7 @@ impl Bench {
                 for _ in 0..self.args.rounds {
                     for route in [direct, proxied] {
                         let cpu0 = proxy.cpu_secs();
+                        let own0 = harness::cpu_secs_of(me).unwrap_or(f64::NAN);
                         match net::bulk(route, tls, tunnels, each, dir, limit).await {
                             Ok(b) => {
                                 let gbps = b.bytes as f64 * 8.0 / b.secs / 1e9;
@@ -216,8 +151,14 @@ impl Bench {
                                     ));
                                 }
                                 if route.is_direct() {
+                                    own_cpu += harness::cpu_secs_of(me).unwrap_or(f64::NAN) - own0;
+                                    own_bytes += b.bytes;
                                     d.push(gbps);
                                 } else {
+                                    let used = proxy.cpu_secs() - cpu0;
+                                    gen_cpu += harness::cpu_secs_of(me).unwrap_or(f64::NAN) - own0;
+                                    busy_cpu += used;
+                                    busy_secs += b.secs;
                                     tokio::time::sleep(Duration::from_millis(50)).await;
                                     cpu_total += proxy.cpu_secs() - cpu0;
                                     bytes_total += b.bytes;
@@ -257,15 +198,24 @@ impl Bench {
             }
         }
         let per_gb = cpu_total / (bytes_total as f64 / 1e9);
+        let own_per_gb = own_cpu / (own_bytes as f64 / 1e9);
+        let busy = busy_cpu / busy_secs * 100.0;
+        let gen_busy = gen_cpu / busy_secs * 100.0;
         log(format!(
-            "  {label} proxy CPU: {cpu_total:.2} s over {:.2} GB proxied = {per_gb:.3} CPU-s/GB",
+            "  {label} proxy CPU: {cpu_total:.2} s over {:.2} GB proxied = {per_gb:.3} CPU-s/GB \
+             (busy {busy:.0}% of proxied round time, load generator {gen_busy:.0}%); direct client+origin: {own_per_gb:.3} CPU-s/GB",
             bytes_total as f64 / 1e9
         ));
-        self.details.push(json!({"kind": "bulk_cpu", "listener": label, "cpu_s": cpu_total, "bytes": bytes_total}));
+        self.details.push(json!({
+            "kind": "bulk_cpu", "listener": label, "proxy_cpu_s": cpu_total, "proxied_bytes": bytes_total,
+            "proxy_busy_pct": busy, "load_generator_busy_pct": gen_busy, "direct_own_cpu_s": own_cpu, "direct_bytes": own_bytes,
+        }));
+        // For plain TCP the direct column is client+origin's CPU per GB in direct rounds
+        // (one send + one recv per byte, like the proxy); with TLS it would include crypto.
         self.row(
             format!("{label}: proxy CPU per GB (bulk)"),
             "CPU-s/GB",
-            None,
+            tls.is_none().then_some(own_per_gb),
             per_gb,
             Some(Target::AtMost(0.30)),
         );
@@ -420,10 +370,7 @@ impl Bench {
     }
 
     fn decide(&mut self) {
-        let results: Vec<decide::DecideResult> = [3usize, 1_000, 10_000]
-            .into_iter()
-            .map(|n| decide::run(n, self.plan.decide_count, 3))
-            .collect();
+        let results = decide::run(&[3, 1_000, 10_000], self.plan.decide_count, 5);
         for r in &results {
             log(format!(
                 "  decide, {:5} rules: hit {:.1} ns, miss {:.1} ns (config built in {:.1} ms)",
@@ -451,51 +398,6 @@ impl Bench {
                 t,
             );
         }
-    }
-
-    fn table(&self) -> String {
-        let mut out = String::new();
-        let header = format!(
-            "{:<46} {:>10} {:>10} {:>7}  {:<12} {}",
-            "metric", "direct", "proxied", "ratio", "target", "ok"
-        );
-        out += &header;
-        out.push('\n');
-        out += &"-".repeat(header.len() + 2);
-        out.push('\n');
-        for r in &self.rows {
-            let metric = format!("{} [{}]", r.metric, r.unit);
-            out += &format!(
-                "{:<46} {:>10} {:>10} {:>7}  {:<12} {}\n",
-                metric,
-                r.direct.map(fmt).unwrap_or_else(|| "-".into()),
-                fmt(r.proxied),
-                r.ratio()
-                    .map(|x| format!("{x:.2}x"))
-                    .unwrap_or_else(|| "-".into()),
-                r.target_text(),
-                match r.ok() {
-                    Some(true) => "yes",
-                    Some(false) => "MISS",
-                    None => "",
-                }
-            );
-        }
-        out
-    }
-
-    fn json(&self, env: Value) -> Value {
-        let rows: Vec<Value> = self
-            .rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "metric": r.metric, "unit": r.unit, "direct": r.direct, "proxied": r.proxied,
-                    "ratio": r.ratio(), "target": r.target_text(), "ok": r.ok(),
-                })
-            })
-            .collect();
-        json!({"environment": env, "results": rows, "details": self.details, "notes": self.notes})
     }
 }
 
@@ -566,7 +468,7 @@ fn main() {
         "rounds": bench.args.rounds, "quick": bench.args.quick, "binary": bin.display().to_string(),
         "transparent": transparent_note,
     });
-    let table = bench.table();
+    let table = report::table(&bench.rows);
     let mut text = String::new();
     text += &format!("\nload average at start {load_start}, at end {load_end}\n");
     text += &format!("transparent rounds: {transparent_note}\n");
@@ -577,10 +479,13 @@ fn main() {
     text += &table;
     if bench.args.json {
         eprint!("{text}");
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&bench.json(env)).unwrap()
-        );
+        let out = json!({
+            "environment": env,
+            "results": report::rows_json(&bench.rows),
+            "details": bench.details,
+            "notes": bench.notes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap());
     } else {
         print!("{text}");
     }

@@ -104,10 +104,16 @@ pub struct DecisionLog {
 }
 
 enum Item {
-    Line(Vec<u8>),
+    /// A line and when it was decided; stamped, counted and encoded by the writer, so a
+    /// connection task only moves it into the queue.
+    Line(Box<Decision>, SystemTime),
     /// Flush everything queued before it, then say so.
     Flush(mpsc::Sender<()>),
 }
+
+/// After writing a batch the writer rests this long before it waits again, so that under
+/// load lines are written in batches and senders rarely have to wake it.
+const BATCH_WINDOW: Duration = Duration::from_millis(1);
 
 impl DecisionLog {
     /// Starts the writer thread. It flushes whenever it has nothing more queued, so lines
@@ -116,40 +122,19 @@ impl DecisionLog {
         let (lines, queue) = mpsc::sync_channel::<Item>(QUEUE);
         std::thread::Builder::new()
             .name("decision-log".into())
-            .spawn(move || {
-                let stdout = std::io::stdout();
-                let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-                while let Ok(item) = queue.recv() {
-                    let mut done = Vec::new();
-                    let mut next = Some(item);
-                    while let Some(item) = next {
-                        match item {
-                            Item::Line(line) => {
-                                let _ = out.write_all(&line);
-                            }
-                            Item::Flush(ack) => done.push(ack),
-                        }
-                        next = queue.try_recv().ok();
-                    }
-                    let _ = out.flush();
-                    for ack in done {
-                        let _ = ack.send(());
-                    }
-                }
-            })
+            .spawn(move || write_lines(&queue))
             .expect("spawning the decision log thread");
         DecisionLog { lines }
     }
 
-    /// Stamps and queues a line.
-    pub fn write(&self, decision: &mut Decision) {
-        decision.ts = rfc3339_millis(SystemTime::now());
-        if decision.event == "decision" {
-            crate::metrics::decision(decision);
-        }
-        let mut line = serde_json::to_vec(decision).unwrap_or_default();
-        line.push(b'\n');
-        if let Err(mpsc::TrySendError::Full(_)) = self.lines.try_send(Item::Line(line)) {
+    /// Queues a line. Never waits: when the queue is full the line is dropped and counted.
+    pub fn write(&self, decision: &Decision) {
+        self.send(decision.clone());
+    }
+
+    fn send(&self, decision: Decision) {
+        let item = Item::Line(Box::new(decision), SystemTime::now());
+        if let Err(mpsc::TrySendError::Full(_)) = self.lines.try_send(item) {
             crate::metrics::decision_line_dropped();
         }
     }
@@ -170,7 +155,36 @@ impl DecisionLog {
         line.bytes_up = Some(up);
         line.bytes_down = Some(down);
         line.duration_ms = Some(took.as_millis() as u64);
-        self.write(&mut line);
+        self.send(line);
+    }
+}
+
+/// The writer thread: drain what is queued, write it, flush, rest briefly, wait again.
+fn write_lines(queue: &mpsc::Receiver<Item>) {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    while let Ok(item) = queue.recv() {
+        let mut acks = Vec::new();
+        let mut next = Some(item);
+        while let Some(item) = next {
+            match item {
+                Item::Line(mut line, at) => {
+                    line.ts = rfc3339_millis(at);
+                    if line.event == "decision" {
+                        crate::metrics::decision(&line);
+                    }
+                    let _ = serde_json::to_writer(&mut out, &*line);
+                    let _ = out.write_all(b"\n");
+                }
+                Item::Flush(ack) => acks.push(ack),
+            }
+            next = queue.try_recv().ok();
+        }
+        let _ = out.flush();
+        for ack in acks {
+            let _ = ack.send(());
+        }
+        std::thread::sleep(BATCH_WINDOW);
     }
 }
 

@@ -175,7 +175,7 @@ async fn refuse_at_limit(
         &mut line,
         &Failure::new(Reason::Limit, "at limits.max_connections"),
     );
-    proxy.log.write(&mut line);
+    proxy.log.write(&line);
     if listener != Listener::TransparentTls {
         let body = "egress-proxy: limit: too many connections, try again\n";
         let reply = format!(

@@ -29,17 +29,22 @@ fn yaml(rules: usize) -> String {
     y
 }
 
-/// Up to 1,024 distinct names spread over the rules, each matching one rule (`hit`) or none.
+/// 1,024 distinct names whatever the rule count (so the query set's cache footprint is the
+/// same), spread over the rules: each matches one rule (`hit`) or none.
 fn names(rules: usize, hit: bool) -> Vec<Host> {
-    let distinct = rules.clamp(1, 1024);
-    (0..distinct)
+    const DISTINCT: usize = 1024;
+    (0..DISTINCT)
         .map(|k| {
-            let i = k * rules / distinct;
+            let i = if rules >= DISTINCT {
+                k * rules / DISTINCT
+            } else {
+                k % rules
+            };
             let name = match (hit, i % 2 == 0) {
                 (true, true) => format!("h{i}.exact.bench-rules.example"),
-                (true, false) => format!("api.v2.s{i}.suffix.bench-rules.example"),
-                (false, true) => format!("h{i}.exact.bench-other.example"),
-                (false, false) => format!("api.v2.s{i}.suffix.bench-other.example"),
+                (true, false) => format!("a{k}.v2.s{i}.suffix.bench-rules.example"),
+                (false, true) => format!("h{i}x{k}.exact.bench-other.example"),
+                (false, false) => format!("a{k}.v2.s{i}.suffix.bench-other.example"),
             };
             parse_host(&name).expect("bench host name")
         })
@@ -91,25 +96,46 @@ fn time_decisions(
     start.elapsed().as_nanos() as f64 / done as f64
 }
 
-pub fn run(rules: usize, count: usize, reps: usize) -> DecideResult {
-    let text = yaml(rules);
-    let t = Instant::now();
-    let config =
-        Config::from_yaml(&text).unwrap_or_else(|e| panic!("bench config with {rules} rules: {e}"));
-    let build_ms = t.elapsed().as_secs_f64() * 1e3;
-    let hits = names(rules, true);
-    let misses = names(rules, false);
+/// A policy under test: rule count, build time (ms), the config, names that hit, names that miss.
+type Built = (usize, f64, Config, Vec<Host>, Vec<Host>);
+
+/// Every rule count in `counts`, `reps` times, the counts interleaved within each repetition
+/// so that drift (other load on the machine) lands on all of them alike.
+pub fn run(counts: &[usize], count: usize, reps: usize) -> Vec<DecideResult> {
     let limit = Duration::from_secs(5);
-    let mut hit = Vec::new();
-    let mut miss = Vec::new();
+    let built: Vec<Built> = counts
+        .iter()
+        .map(|&rules| {
+            let text = yaml(rules);
+            let t = Instant::now();
+            let config = Config::from_yaml(&text)
+                .unwrap_or_else(|e| panic!("bench config with {rules} rules: {e}"));
+            let build_ms = t.elapsed().as_secs_f64() * 1e3;
+            (
+                rules,
+                build_ms,
+                config,
+                names(rules, true),
+                names(rules, false),
+            )
+        })
+        .collect();
+    let mut hit = vec![Vec::new(); built.len()];
+    let mut miss = vec![Vec::new(); built.len()];
     for _ in 0..reps {
-        hit.push(time_decisions(&config, &hits, true, count, limit));
-        miss.push(time_decisions(&config, &misses, false, count, limit));
+        for (k, (_, _, config, hits, misses)) in built.iter().enumerate() {
+            hit[k].push(time_decisions(config, hits, true, count, limit));
+            miss[k].push(time_decisions(config, misses, false, count, limit));
+        }
     }
-    DecideResult {
-        rules,
-        build_ms,
-        hit_ns: crate::median(&hit),
-        miss_ns: crate::median(&miss),
-    }
+    built
+        .iter()
+        .enumerate()
+        .map(|(k, (rules, build_ms, ..))| DecideResult {
+            rules: *rules,
+            build_ms: *build_ms,
+            hit_ns: crate::report::median(&hit[k]),
+            miss_ns: crate::report::median(&miss[k]),
+        })
+        .collect()
 }

@@ -87,23 +87,14 @@ pub fn raise_nofile() -> u64 {
     }
 }
 
-/// The release binary: `EGRESS_PROXY_BIN`, else `target/release/egress-proxy` (under
-/// `CARGO_TARGET_DIR` when set). Warns when a source file is newer than the binary.
+/// The release binary: `EGRESS_PROXY_BIN`, else the one `cargo bench` built alongside this
+/// bench (`CARGO_BIN_EXE_egress-proxy`, i.e. `target/release/egress-proxy`). Warns when a
+/// source file is newer than the binary.
 pub fn proxy_bin() -> Result<PathBuf, String> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let path = match std::env::var_os("EGRESS_PROXY_BIN") {
         Some(p) => PathBuf::from(p),
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| manifest.join("target"));
-            let target = if target.is_relative() {
-                manifest.join(target)
-            } else {
-                target
-            };
-            target.join("release").join("egress-proxy")
-        }
+        None => PathBuf::from(env!("CARGO_BIN_EXE_egress-proxy")),
     };
     if !path.is_file() {
         return Err(format!(

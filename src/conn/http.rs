@@ -107,7 +107,7 @@ fn log_connection_error(conn: &Conn, error: &hyper::Error) {
     };
     let mut line = conn.arrival.line();
     record_failure(&mut line, &Failure::new(reason, message));
-    conn.proxy.log.write(&mut line);
+    conn.proxy.log.write(&line);
 }
 
 async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -124,7 +124,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
     };
     let mut response = response.unwrap_or_else(|(failure, host)| {
         record_failure(&mut line, &failure);
-        conn.proxy.log.write(&mut line);
+        conn.proxy.log.write(&line);
         refusal(&failure, host.as_ref())
     });
     if is_connect && response.status() != StatusCode::OK {
@@ -211,7 +211,7 @@ async fn connect(
                     "the client socket was not handed over after 200",
                 ),
             );
-            proxy.log.write(&mut line);
+            proxy.log.write(&line);
             return;
         };
         let plan = Connect {

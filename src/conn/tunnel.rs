@@ -64,7 +64,7 @@ pub async fn connect(
         if plan.enforce_sni || failure.reason == Reason::Timeout {
             line.upstream = None;
             record_failure(&mut line, &failure);
-            proxy.log.write(&mut line);
+            proxy.log.write(&line);
             return;
         }
         // Report mode: log the would-be denial and go on.
@@ -158,21 +158,21 @@ pub async fn transparent(proxy: Arc<Proxy>, client: TcpStream, arrival: Arrival)
         Err(failure) if first.is_empty() && failure.reason != Reason::Timeout => return,
         Err(failure) => {
             record_failure(&mut line, &failure);
-            proxy.log.write(&mut line);
+            proxy.log.write(&line);
             return;
         }
     };
     line.host = Some(host.to_string());
     let verdict = super::judge(&state, &mut line, &host, port);
     if !verdict.lets_through() {
-        proxy.log.write(&mut line);
+        proxy.log.write(&line);
         return;
     }
     let targets = match upstream_targets(&state, &host, port).await {
         Ok(targets) => targets,
         Err(failure) => {
             record_failure(&mut line, &failure);
-            proxy.log.write(&mut line);
+            proxy.log.write(&line);
             return;
         }
     };
@@ -195,7 +195,7 @@ async fn dial_and_splice(
         Ok(connected) => connected,
         Err(failure) => {
             record_failure(&mut line, &failure);
-            proxy.log.write(&mut line);
+            proxy.log.write(&line);
             return;
         }
     };
@@ -214,7 +214,7 @@ pub async fn splice_dialled(
     mut line: Decision,
     started: Instant,
 ) {
-    proxy.log.write(&mut line);
+    proxy.log.write(&line);
     let _ = client.set_nodelay(true);
     let moved = match write_all(&upstream, first).await {
         Ok(()) => {
