@@ -41,59 +41,7 @@ impl Proxy {
     /// Starts the proxy with every listener on a free loopback port and `rest` (YAML for
     /// allow/upstream/resolver/timeouts/limits/mode) appended to the config.
     pub fn start(rest: &str) -> Proxy {
-        let explicit: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let transparent_tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let transparent_http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = format!(
-            "listeners:\n  explicit: {explicit}\n  transparent_tls: {transparent_tls}\n  transparent_http: {transparent_http}\n  admin: {admin}\n{rest}"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let config_path = dir.path().join("egress.yaml");
-        std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .env("EGRESS_PROXY_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting egress-proxy");
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let proxy = Proxy {
-            child,
-            explicit,
-            transparent_tls,
-            transparent_http,
-            admin,
-            dir,
-            config_path,
-            lines: Mutex::new(rx),
-            seen: Mutex::new(Vec::new()),
-            stderr,
-        };
-        proxy.wait_listening();
-        proxy
+        Proxy::start_with_listeners(ListenerAddrs::yaml, rest)
     }
 
     fn wait_listening(&self) {
@@ -172,10 +120,13 @@ impl Proxy {
     }
 
     pub fn rewrite_config(&self, rest: &str) {
-        let config = format!(
-            "listeners:\n  explicit: {}\n  transparent_tls: {}\n  transparent_http: {}\n  admin: {}\n{rest}",
-            self.explicit, self.transparent_tls, self.transparent_http, self.admin
-        );
+        let listeners = ListenerAddrs {
+            explicit: self.explicit,
+            transparent_tls: self.transparent_tls,
+            transparent_http: self.transparent_http,
+            admin: self.admin,
+        };
+        let config = format!("{}{rest}", listeners.yaml());
         let tmp = self.dir.path().join("egress.yaml.new");
         std::fs::write(&tmp, config).unwrap();
         std::fs::rename(tmp, &self.config_path).unwrap();
@@ -258,47 +209,9 @@ impl Proxy {
     pub fn start_with(args: &[&str], env: &[(&str, &str)], listeners: ListenerAddrs) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("egress.yaml");
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("EGRESS_PROXY_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting egress-proxy");
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let proxy = Proxy {
-            child,
-            explicit: listeners.explicit,
-            transparent_tls: listeners.transparent_tls,
-            transparent_http: listeners.transparent_http,
-            admin: listeners.admin,
-            dir,
-            config_path,
-            lines: Mutex::new(rx),
-            seen: Mutex::new(Vec::new()),
-            stderr,
-        };
+        let mut command = Command::new(BIN);
+        command.args(args).envs(env.iter().copied());
+        let proxy = Proxy::spawn_command(command, listeners, dir, config_path);
         proxy.wait_listening();
         proxy
     }
