@@ -415,3 +415,35 @@ fn a_stalled_upstream_body_is_cut_at_the_idle_timeout() {
     );
     proxy.wait_active(0.0);
 }
+
+#[test]
+fn run_with_no_good_config_exits_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listeners: { explicit: 127.0.0.1:3128 }\nallow:\n  - name: x\n    hosts: ['*']\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("allow[0].hosts[0]") && stderr.contains("matches everything"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no decision lines from a proxy that never started"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--config", "/nonexistent/egress.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/egress.yaml"));
+}
