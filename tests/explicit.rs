@@ -782,3 +782,29 @@ fn plain_http_to_a_port_whose_rule_requires_tls_is_refused() {
     );
     assert_eq!(origin.accepted(), 0);
 }
+
+#[test]
+fn tls_any_checks_a_client_hello_that_comes_after_a_pause() {
+    // The hello arrives well after the 200: a stale readiness wake-up from reading the
+    // request head must not let it through unchecked.
+    let origin = TlsOrigin::start(&["origin.test", "other.test"]);
+    let port = origin.addr.port();
+    let proxy = Proxy::start(&format!(
+        "allow:\n  - {{ name: loose, hosts: [origin.test], ports: [{port}], tls: any }}\nupstream: {{ allow_cidrs: [127.0.0.0/8] }}\nresolver: {{ hosts: {{ origin.test: 127.0.0.1 }} }}\n"
+    ));
+    let (mut s, head) = connect(proxy.explicit, &format!("origin.test:{port}"));
+    assert_eq!(status_of(&head), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&rustls_hello("other.test")).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "no server reply may come back through a fronted tunnel"
+    );
+    let line = proxy.decision(|v| v["host"] == "origin.test");
+    assert_eq!(
+        (line["reason"].as_str(), line["sni"].as_str()),
+        (Some("sni_mismatch"), Some("other.test"))
+    );
+}

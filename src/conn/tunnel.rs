@@ -96,19 +96,32 @@ async fn inspect_first(
     deadline: Instant,
     idle: std::time::Duration,
 ) -> Result<(), Failure> {
-    if first.is_empty() {
+    // Readiness can be stale (hyper read the request head without draining the socket), so
+    // a wake-up counts only when a read or peek really finds bytes: otherwise a ClientHello
+    // arriving just after would be forwarded unchecked.
+    let wait_until = tokio::time::Instant::now() + idle;
+    while first.is_empty() {
         tokio::select! {
             biased;
             ready = client.readable() => {
-                if ready.is_ok() {
-                    let mut chunk = [0u8; 4096];
-                    if let Ok(n) = client.try_read(&mut chunk) {
-                        first.extend_from_slice(&chunk[..n]);
-                    }
+                if ready.is_err() {
+                    return Ok(());
+                }
+                let mut chunk = [0u8; 4096];
+                match client.try_read(&mut chunk) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => first.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    // The splice that follows meets the same error and ends the tunnel.
+                    Err(_) => return Ok(()),
                 }
             }
-            _ = upstream.readable() => return Ok(()),
-            _ = tokio::time::sleep(idle) => return Ok(()),
+            ready = upstream.readable() => {
+                if ready.is_err() || server_spoke(upstream) {
+                    return Ok(());
+                }
+            }
+            _ = tokio::time::sleep_until(wait_until) => return Ok(()),
         }
     }
     if first.first() != Some(&0x16) {
@@ -121,6 +134,15 @@ async fn inspect_first(
         Some(sni) => sni_names(Some(sni), host),
         None => Ok(()),
     }
+}
+
+/// Whether the upstream has sent something (or closed): a server that speaks first.
+fn server_spoke(upstream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    let peeked = upstream.try_io(tokio::io::Interest::READABLE, || {
+        socket2::SockRef::from(upstream).peek(&mut byte)
+    });
+    !matches!(peeked, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Runs a connection redirected to the transparent TLS listener: the SNI is the request.
