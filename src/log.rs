@@ -141,10 +141,21 @@ impl DecisionLog {
 
     /// Waits (up to `within`) until every line queued so far has reached stdout.
     pub fn flush(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
         let (ack, done) = mpsc::channel();
-        if self.lines.send(Item::Flush(ack)).is_ok() {
-            let _ = done.recv_timeout(within);
+        let mut item = Item::Flush(ack);
+        // A stalled stdout can keep the queue full: never wait past the deadline to enqueue.
+        loop {
+            match self.lines.try_send(item) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return,
+            }
         }
+        let _ = done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
     }
 
     /// The close line for an allowed connection that has ended.

@@ -65,11 +65,13 @@ pub async fn watch(proxy: Arc<Proxy>, source: Source, bound: Listeners) {
 
 fn apply(proxy: &Proxy, source: &Source, text: &str, bound: &Listeners) {
     match Config::from_yaml(text) {
-        Ok(config) => {
+        Ok(mut config) => {
             if config.listeners != *bound {
                 tracing::warn!(
                     "config reload: listener addresses changed; they apply only after a restart (still serving on the old ones)"
                 );
+                // The addresses really bound stay the ones the self-loop check refuses.
+                config.listeners = bound.clone();
             }
             let rules = config.policy.rules().len();
             proxy.replace_state(build_state(config));

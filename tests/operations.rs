@@ -447,3 +447,50 @@ fn run_with_no_good_config_exits_2_naming_the_field() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/egress.yaml"));
 }
+
+#[test]
+fn a_report_mode_rule_lets_a_server_speak_first() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(b"SSH-2.0-test\r\n");
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    });
+    // require_sni (the default) but only reported: observed, not held for a ClientHello.
+    let proxy = Proxy::start(&format!(
+        "allow:\n  - {{ name: trial, hosts: [git.test], ports: [{port}], mode: report }}\nupstream: {{ allow_cidrs: [127.0.0.0/8] }}\nresolver: {{ hosts: {{ git.test: 127.0.0.1 }} }}\n"
+    ));
+    let (mut s, head) = connect(proxy.explicit, &format!("git.test:{port}"));
+    assert_eq!(status_of(&head), 200);
+    let mut banner = [0u8; 14];
+    s.read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0-test\r\n");
+}
+
+#[test]
+fn a_silent_tls_any_tunnel_is_cut_at_the_idle_timeout_with_one_line() {
+    let echo = EchoOrigin::start();
+    let port = echo.addr.port();
+    let proxy = Proxy::start(&rules(&["quiet.test"], port).replace(
+        "timeouts: { drain: 3s }",
+        "timeouts: { drain: 3s, idle: 1s }",
+    ));
+    let (mut s, head) = connect(proxy.explicit, &format!("quiet.test:{port}"));
+    assert_eq!(status_of(&head), 200);
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let line = proxy.decision(|v| v["host"] == "quiet.test");
+    assert_eq!(
+        (line["decision"].as_str(), line["reason"].as_str()),
+        (Some("deny"), Some("timeout"))
+    );
+    let later = proxy.drain_lines(Duration::from_millis(300));
+    assert!(
+        !later.iter().any(|v| v["host"] == "quiet.test"),
+        "exactly one line for the cut tunnel: {later:?}"
+    );
+}

@@ -175,14 +175,14 @@ async fn connect(
         conn.proxy.log.write(line);
         return Ok(refusal(&failure, Some(&host)));
     }
-    // A tunnel that only report mode lets through has no rule saying what it should carry:
-    // observe it without waiting for a ClientHello.
-    let tls = if verdict.allowed {
+    // A tunnel that report mode lets through, or whose SNI problems would only be reported,
+    // is observed (dialled first, any ClientHello checked) rather than held for a hello.
+    let enforce_sni = state.enforces(verdict.rule, line.client.ip());
+    let tls = if verdict.allowed && enforce_sni {
         verdict.tls()
     } else {
         TlsRequirement::Any
     };
-    let enforce_sni = state.enforces(verdict.rule, line.client.ip());
     let targets = upstream_targets(&state, &host, port)
         .await
         .map_err(|f| (f, Some(host.clone())))?;
@@ -259,7 +259,13 @@ async fn forward(
                 "plain HTTP to {host}:{port}: the rule requires TLS there (tls: any allows it)"
             ),
         );
-        return Err((failure, Some(host)));
+        if state.enforces(verdict.rule, line.client.ip()) {
+            return Err((failure, Some(host)));
+        }
+        line.decision = "deny";
+        line.reason = failure.reason;
+        line.enforced = false;
+        line.message = Some(format!("report mode: would deny: {}", failure.message));
     }
     let with_host = |f: Failure| (f, Some(host.clone()));
     let targets = upstream_targets(&state, &host, port)
@@ -288,6 +294,9 @@ async fn forward(
     let slot = conn.slot.clone();
     let mut closing = line.clone();
     let idle = state.config.timeouts.idle;
+    // What went wrong after the decision (no response, upstream error), for the close line.
+    let outcome = Arc::new(std::sync::OnceLock::<String>::new());
+    let noted = outcome.clone();
     tokio::spawn(async move {
         let _slot = slot;
         let (up, down) = moved.counters();
@@ -295,32 +304,29 @@ async fn forward(
         tokio::select! {
             _ = connection => {}
             _ = watch_idle(idle, up, down) => {
-                closing.message = Some(format!("idle for {}s", idle.as_secs()));
+                let _ = noted.set(format!("idle for {}s", idle.as_secs()));
             }
             _ = proxy.closing() => {}
         }
+        closing.message = noted.get().cloned();
         let (up, down) = moved.totals();
         proxy.log.close(&closing, up, down, started.elapsed());
     });
     let outgoing = outgoing_request(req, &host, port);
-    match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
-        Err(_) => Ok(refusal(
-            &Failure::new(
-                Reason::Timeout,
-                format!("no response head within {}s", idle.as_secs()),
-            ),
-            None,
-        )),
+    let failure = match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
         Ok(Ok(response)) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, Either::Right(body)))
+            return Ok(Response::from_parts(parts, Either::Right(body)));
         }
-        Ok(Err(e)) => Ok(refusal(
-            &Failure::new(Reason::UpstreamUnreachable, format!("upstream failed: {e}")),
-            None,
-        )),
-    }
+        Err(_) => Failure::new(
+            Reason::Timeout,
+            format!("no response head within {}s", idle.as_secs()),
+        ),
+        Ok(Err(e)) => Failure::new(Reason::UpstreamUnreachable, format!("upstream failed: {e}")),
+    };
+    let _ = outcome.set(format!("{}: {}", failure.reason, failure.message));
+    Ok(refusal(&failure, None))
 }
 
 /// The host and port a plain-HTTP request is for, after the consistency checks.

@@ -12,6 +12,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+use super::zero_copy::Passed;
+
 /// Bytes read at a time. Large enough that a bulk transfer needs few syscalls.
 const CHUNK: usize = 64 * 1024;
 
@@ -63,11 +65,9 @@ async fn copy(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> io::Result
         if buffered(from, to, moved, ZERO_COPY_AFTER).await? == Ended::Eof {
             return Ok(());
         }
-        match super::zero_copy::pass(from, to, moved).await {
-            Err(e) if super::zero_copy::unsupported(&e) => {
-                buffered(from, to, moved, u64::MAX).await.map(|_| ())
-            }
-            other => other,
+        match super::zero_copy::pass(from, to, moved).await? {
+            Passed::Done => Ok(()),
+            Passed::Unsupported => buffered(from, to, moved, u64::MAX).await.map(|_| ()),
         }
     }
     .await;

@@ -53,9 +53,9 @@ pub async fn connect(
             }),
         Some((upstream, addr)) => {
             line.upstream = Some(*addr);
-            let idle = state.config.timeouts.idle;
+            let stop = proxy.closing();
             inspect_first(
-                &client, upstream, &mut first, &mut line, &plan.host, deadline, idle,
+                &client, upstream, &mut first, &mut line, &plan.host, &state, stop,
             )
             .await
         }
@@ -93,9 +93,11 @@ async fn inspect_first(
     first: &mut Vec<u8>,
     line: &mut Decision,
     host: &Host,
-    deadline: Instant,
-    idle: std::time::Duration,
+    state: &State,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), Failure> {
+    tokio::pin!(stop);
+    let idle = state.config.timeouts.idle;
     // Readiness can be stale (hyper read the request head without draining the socket), so
     // a wake-up counts only when a read or peek really finds bytes: otherwise a ClientHello
     // arriving just after would be forwarded unchecked.
@@ -121,12 +123,19 @@ async fn inspect_first(
                     return Ok(());
                 }
             }
-            _ = tokio::time::sleep_until(wait_until) => return Ok(()),
+            // Nobody spoke for `idle`: the tunnel would be cut as idle anyway, and a hello
+            // arriving later must not find the check already passed.
+            _ = tokio::time::sleep_until(wait_until) => {
+                return Err(Failure::new(Reason::Timeout, "neither side sent anything within timeouts.idle"));
+            }
+            _ = &mut stop => return Err(Failure::new(Reason::Timeout, "the proxy shut down before the tunnel started")),
         }
     }
     if first.first() != Some(&0x16) {
         return Ok(());
     }
+    // The client has begun a handshake: it gets `client_handshake` to finish the hello.
+    let deadline = Instant::now() + state.config.timeouts.client_handshake;
     let hello = read_hello(client, first, deadline).await?;
     line.sni = hello.sni.clone();
     note_ech(line, &hello);

@@ -1,6 +1,6 @@
 //! Bulk tunnel bytes through a kernel pipe with splice(2), so they never enter user space:
 //! the fast path `splice` switches a direction to once it has moved enough to be bulk.
-//! Linux only; `Unsupported` tells the caller to keep copying.
+//! Linux only; [`Passed::Unsupported`] tells the caller to keep copying.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -64,38 +64,54 @@ fn splice_fd(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// Whether an error means "this kernel or socket can't splice": fall back to copying.
-pub fn unsupported(error: &io::Error) -> bool {
+/// How a zero-copy pass ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Passed {
+    /// End of stream, every byte delivered.
+    Done,
+    /// This kernel, socket or moment (no descriptors left for a pipe) can't splice; nothing
+    /// is held in a pipe, so the caller can go on copying.
+    Unsupported,
+}
+
+/// Whether an error means "this kernel or socket can't splice".
+fn unsupported(error: &io::Error) -> bool {
     matches!(
         error.raw_os_error(),
         Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
     )
 }
 
-/// Moves `from` → `to` until end of stream. Returns an `unsupported` error, before moving
-/// anything, where splice can't be used.
-pub async fn pass(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> io::Result<()> {
-    let pipe = Pipe::new()?;
+/// Moves `from` → `to` until end of stream, counting bytes as they are delivered.
+pub async fn pass(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> io::Result<Passed> {
+    let Ok(pipe) = Pipe::new() else {
+        return Ok(Passed::Unsupported);
+    };
     loop {
         from.readable().await?;
         let filled = from.try_io(Interest::READABLE, || {
             splice_fd(from.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_SIZE)
         });
         let mut left = match filled {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(Passed::Done),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            // The pipe is empty here, so falling back loses nothing.
+            Err(e) if unsupported(&e) => return Ok(Passed::Unsupported),
             Err(e) => return Err(e),
         };
-        moved.fetch_add(left as u64, Ordering::Relaxed);
         while left > 0 {
             let drained = to.try_io(Interest::WRITABLE, || {
                 splice_fd(pipe.read.as_raw_fd(), to.as_raw_fd(), left)
             });
             match drained {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => left -= n,
+                Ok(n) => {
+                    left -= n;
+                    moved.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => to.writable().await?,
+                // Bytes are in the pipe: any other error ends the tunnel rather than lose them.
                 Err(e) => return Err(e),
             }
         }
