@@ -79,10 +79,15 @@ pub async fn run(source: Source, config: Config) -> io::Result<()> {
         "draining: no new connections; open ones have {}s",
         drain.as_secs()
     );
-    proxy.set_phase(Phase::Draining);
+    // Close the listening sockets first, so that once /readyz says 503 a new connection is
+    // refused rather than accepted into a proxy that is going away.
     for task in &accepting {
         task.abort();
     }
+    for task in accepting {
+        let _ = task.await;
+    }
+    proxy.set_phase(Phase::Draining);
     let all = max_connections as u32;
     if tokio::time::timeout(drain, slots.acquire_many(all))
         .await
