@@ -385,46 +385,15 @@ async fn serve_tls(mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStrea
     let _ = tls.shutdown().await;
 }
 
-/// A plain TCP origin that echoes, counting connections.
-pub struct EchoOrigin {
+/// A plain TCP origin on 127.0.0.1 that counts the connections it accepts and serves each
+/// on a thread of its own.
+pub struct Origin {
     pub addr: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
 }
 
-impl EchoOrigin {
-    pub fn start() -> EchoOrigin {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                count.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || {
-                    let mut reader = stream.try_clone().unwrap();
-                    let _ = std::io::copy(&mut reader, &mut stream);
-                    let _ = stream.shutdown(std::net::Shutdown::Write);
-                });
-            }
-        });
-        EchoOrigin { addr, accepted }
-    }
-
-    pub fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-/// A plain HTTP/1.1 origin (keep-alive) whose body reports what it received: the request
-/// line, the Host header, and the names of any proxy/hop-by-hop headers that reached it.
-pub struct HttpOrigin {
-    pub addr: SocketAddr,
-    pub accepted: Arc<AtomicUsize>,
-}
-
-impl HttpOrigin {
-    pub fn start() -> HttpOrigin {
+impl Origin {
+    pub fn start(serve: fn(TcpStream)) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -433,14 +402,37 @@ impl HttpOrigin {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 count.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || serve_http(stream));
+                std::thread::spawn(move || serve(stream));
             }
         });
-        HttpOrigin { addr, accepted }
+        Origin { addr, accepted }
     }
 
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// An origin that echoes and passes end of stream on.
+pub struct EchoOrigin;
+
+impl EchoOrigin {
+    pub fn start() -> Origin {
+        Origin::start(|mut stream| {
+            let mut reader = stream.try_clone().unwrap();
+            let _ = std::io::copy(&mut reader, &mut stream);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        })
+    }
+}
+
+/// A plain HTTP/1.1 origin (keep-alive) whose body reports what it received: the request
+/// line, the Host header, and the names of any proxy/hop-by-hop headers that reached it.
+pub struct HttpOrigin;
+
+impl HttpOrigin {
+    pub fn start() -> Origin {
+        Origin::start(serve_http)
     }
 }
 
