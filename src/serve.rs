@@ -20,12 +20,10 @@ use crate::reason::Reason;
 use crate::reload;
 use crate::resolve::Resolver;
 
-/// Builds the per-config state: the config plus its resolver, with the self-loop check fed
-/// this host's interface addresses.
+/// Builds the per-config state: the config plus its resolver. The one place the self-loop
+/// check learns the proxy's own listeners and this host's interface addresses.
 pub fn build_state(mut config: Config) -> State {
-    config.upstream = config
-        .upstream
-        .clone()
+    config.upstream = std::mem::take(&mut config.upstream)
         .with_own_addresses(config.listeners.all(), local_addresses());
     let resolver = Resolver::new(
         config.resolver_hosts.clone(),

@@ -112,7 +112,7 @@ impl Walk {
         let limits = self.limits(top.get("limits"));
         Config {
             policy: Policy::new(mode, rules).with_reporting(reporting),
-            upstream: upstream.with_own_addresses(listeners.all(), Vec::new()),
+            upstream,
             listeners,
             resolver_hosts,
             timeouts,

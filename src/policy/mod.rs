@@ -55,7 +55,7 @@ pub struct Rule {
 
 impl Rule {
     fn covers_client(&self, client: IpAddr) -> bool {
-        let client = canonical(client);
+        let client = client.to_canonical();
         self.clients.is_empty() || self.clients.iter().any(|net| net.contains(&client))
     }
 }
@@ -162,7 +162,7 @@ impl Policy {
     /// expiry is the caller's to apply (it needs the clock).
     pub fn enforces(&self, rule: Option<&Rule>, client: IpAddr) -> bool {
         let mode = rule.and_then(|r| r.mode).unwrap_or_else(|| {
-            let client = canonical(client);
+            let client = client.to_canonical();
             if self
                 .reporting
                 .clients
@@ -228,7 +228,7 @@ impl Policy {
         let mut found = Vec::new();
         match host {
             Host::Ip(ip) => {
-                let ip = canonical(*ip);
+                let ip = ip.to_canonical();
                 for &index in &self.ip_rules {
                     if self.rules[index as usize]
                         .cidrs
@@ -267,11 +267,6 @@ fn push_unique(list: &mut Vec<u32>, index: u32) {
     if list.last() != Some(&index) {
         list.push(index);
     }
-}
-
-/// IPv4-mapped IPv6 addresses are IPv4 addresses for every check.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
 }
 
 #[cfg(test)]
