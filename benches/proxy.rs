@@ -4,6 +4,8 @@
 //! cargo bench --bench proxy [--no-default-features] -- [--quick] [--json] [--rounds N]
 //!     [--only bulk,setup,transparent,memory,decide]
 
+#[path = "../tests/common/bound.rs"]
+mod bound;
 #[path = "proxy/decide.rs"]
 mod decide;
 #[path = "proxy/harness.rs"]

@@ -5,11 +5,10 @@ use std::net::SocketAddr;
 
 use crate::config::Config;
 use crate::conn::tunnel::sni_names;
-use crate::conn::{judge, record_failure, upstream_targets, Failure};
+use crate::conn::{build_state, judge, record_failure, upstream_targets, Failure};
 use crate::log::{Decision, Listener};
 use crate::policy::host;
 use crate::reason::Reason;
-use crate::serve::build_state;
 use crate::wire::authority::split_authority;
 
 /// The verdict and a one-line explanation.

@@ -32,4 +32,5 @@ pub mod reload;
 pub mod resolve;
 pub mod serve;
 pub mod suggest;
+pub mod sys;
 pub mod wire;

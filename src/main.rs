@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use egress_proxy::config::source::Source;
-use egress_proxy::config::Config;
+use egress_proxy::config::source::{LoadError, Loaded, Source};
 use egress_proxy::serve;
 
 #[derive(Parser)]
@@ -92,7 +91,7 @@ fn main() -> ExitCode {
                 port,
                 target,
             } => {
-                let Ok(config) = load(&config).await else {
+                let Ok(Loaded { config, .. }) = load(&config).await else {
                     return ExitCode::from(EXIT_CONFIG);
                 };
                 let client = SocketAddr::new(client.unwrap_or(IpAddr::from([0, 0, 0, 0])), 0);
@@ -113,16 +112,15 @@ fn main() -> ExitCode {
 }
 
 /// Reads and checks a config, printing every problem to stderr.
-async fn load(source: &str) -> Result<Config, ()> {
+async fn load(source: &str) -> Result<Loaded, ()> {
     let source = Source::parse(source);
-    let text = source
-        .read()
-        .await
-        .map_err(|e| eprintln!("egress-proxy: {e}"))?;
-    Config::from_yaml(&text).map_err(|problems| {
-        eprintln!("egress-proxy: {source}: {} problem(s):", problems.0.len());
-        for problem in &problems.0 {
-            eprintln!("  {problem}");
+    source.load().await.map_err(|error| match error {
+        LoadError::Read(e) => eprintln!("egress-proxy: {e}"),
+        LoadError::Invalid(problems) => {
+            eprintln!("egress-proxy: {source}: {} problem(s):", problems.0.len());
+            for problem in &problems.0 {
+                eprintln!("  {problem}");
+            }
         }
     })
 }
@@ -146,7 +144,7 @@ fn suggest(file: Option<std::path::PathBuf>) -> ExitCode {
 
 async fn validate(source: &str) -> ExitCode {
     match load(source).await {
-        Ok(config) => {
+        Ok(Loaded { config, .. }) => {
             println!("{source}: valid, {} rules", config.policy.rules().len());
             ExitCode::SUCCESS
         }
@@ -155,10 +153,16 @@ async fn validate(source: &str) -> ExitCode {
 }
 
 async fn run(source: &str) -> ExitCode {
-    let Ok(config) = load(source).await else {
+    let Ok(loaded) = load(source).await else {
         return ExitCode::from(EXIT_CONFIG);
     };
-    match serve::run(Source::parse(source), config).await {
+    let started = async {
+        // Signals are hooked before binding, so a SIGTERM right after start still drains.
+        let stop = serve::stop_signal().await?;
+        let bound = serve::Bound::bind(&loaded.config.listeners).await?;
+        serve::run(Source::parse(source), loaded, bound, stop).await
+    };
+    match started.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -3,21 +3,42 @@
 //! config replaces the old one only if it is valid in full; open connections keep theirs.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::source::Source;
-use crate::config::{Config, Listeners};
-use crate::conn::Proxy;
+use crate::config::source::{LoadError, Loaded, Source};
+use crate::config::Listeners;
+use crate::conn::{build_state, Proxy};
 use crate::metrics;
-use crate::serve::build_state;
 
 const FILE_CHECK: Duration = Duration::from_secs(2);
 const SETTLE: Duration = Duration::from_millis(200);
+/// A read slower than this is said on stderr: a stalled source (credentials chain, endpoint)
+/// would otherwise look like a config that never changes.
+const SLOW_READ: Duration = Duration::from_secs(5);
+
+/// Where the running config came from, and the listeners it was served on.
+pub struct Watched {
+    pub source: Source,
+    /// The text the running config was parsed from: a change is judged against it, so an
+    /// edit made while the proxy was starting is not mistaken for the running config.
+    pub text: String,
+    /// The listener addresses as configured (port 0 included): a reload that changes them
+    /// is told they apply only after a restart.
+    pub configured: Listeners,
+    /// The addresses really bound, which stay in the self-loop check.
+    pub bound: Listeners,
+}
 
 /// Runs for the life of the proxy.
-pub async fn watch(proxy: Arc<Proxy>, source: Source, bound: Listeners) {
+pub async fn watch(proxy: Arc<Proxy>, watched: Watched) {
+    let Watched {
+        source,
+        text,
+        configured,
+        bound,
+    } = watched;
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -25,7 +46,7 @@ pub async fn watch(proxy: Arc<Proxy>, source: Source, bound: Listeners) {
             None
         }
     };
-    let mut last_text = source.read().await.ok();
+    let mut last_text = Some(text);
     loop {
         let every = match source {
             Source::File(_) => FILE_CHECK,
@@ -35,7 +56,7 @@ pub async fn watch(proxy: Arc<Proxy>, source: Source, bound: Listeners) {
             _ = tokio::time::sleep(every) => false,
             Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
-        let text = match source.read().await {
+        let text = match timed_read(&source).await {
             Ok(text) => text,
             Err(e) => {
                 // An unreadable source is an error only when a reload was asked for or
@@ -59,27 +80,55 @@ pub async fn watch(proxy: Arc<Proxy>, source: Source, bound: Listeners) {
             }
         }
         last_text = Some(text.clone());
-        apply(&proxy, &source, &text, &bound);
+        let parsed = tokio::task::spawn_blocking(move || {
+            let config = crate::config::Config::from_yaml(&text);
+            config.map(|config| Loaded { text, config })
+        })
+        .await;
+        match parsed {
+            Ok(Ok(loaded)) => apply(&proxy, &source, loaded, &configured, &bound),
+            Ok(Err(problems)) => fail(
+                &source,
+                &LoadError::Invalid(problems).to_string().replace('\n', "; "),
+            ),
+            Err(e) => fail(&source, &format!("parsing the config failed: {e}")),
+        }
     }
 }
 
-fn apply(proxy: &Proxy, source: &Source, text: &str, bound: &Listeners) {
-    match Config::from_yaml(text) {
-        Ok(mut config) => {
-            if config.listeners != *bound {
-                tracing::warn!(
-                    "config reload: listener addresses changed; they apply only after a restart (still serving on the old ones)"
-                );
-                // The addresses really bound stay the ones the self-loop check refuses.
-                config.listeners = bound.clone();
-            }
-            let rules = config.policy.rules().len();
-            proxy.replace_state(build_state(config));
-            metrics::config_reloaded(true);
-            tracing::info!("config reloaded from {source}: {rules} rules");
-        }
-        Err(problems) => fail(source, &problems.to_string().replace('\n', "; ")),
+/// Reads the source, saying on stderr when that took long.
+async fn timed_read(source: &Source) -> Result<String, String> {
+    let started = Instant::now();
+    let text = source.read().await;
+    let took = started.elapsed();
+    if took > SLOW_READ {
+        tracing::warn!(
+            "config reload: reading {source} took {:.1}s",
+            took.as_secs_f64()
+        );
     }
+    text
+}
+
+fn apply(
+    proxy: &Proxy,
+    source: &Source,
+    loaded: Loaded,
+    configured: &Listeners,
+    bound: &Listeners,
+) {
+    let mut config = loaded.config;
+    if config.listeners != *configured {
+        tracing::warn!(
+            "config reload: listener addresses changed; they apply only after a restart (still serving on the old ones)"
+        );
+    }
+    // The addresses really bound stay the ones the self-loop check refuses.
+    config.listeners = bound.clone();
+    let rules = config.policy.rules().len();
+    proxy.replace_state(build_state(config));
+    metrics::config_reloaded(true);
+    tracing::info!("config reloaded from {source}: {rules} rules");
 }
 
 fn fail(source: &Source, why: &str) {

@@ -3,7 +3,7 @@
 //! accepting, let open connections finish within `timeouts.drain`, then close the rest.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,49 +12,83 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 
 use crate::admin;
-use crate::config::source::Source;
-use crate::config::Config;
-use crate::conn::{http, record_failure, tunnel, Arrival, Failure, Phase, Proxy, Slot, State};
+use crate::config::source::{Loaded, Source};
+use crate::config::Listeners;
+use crate::conn::{
+    build_state, http, record_failure, tunnel, Arrival, Failure, Phase, Proxy, Slot,
+};
 use crate::log::{Decision, DecisionLog, Listener};
 use crate::reason::Reason;
 use crate::reload;
-use crate::resolve::Resolver;
 
-/// Builds the per-config state: the config plus its resolver. The one place the self-loop
-/// check learns the proxy's own listeners and this host's interface addresses.
-pub fn build_state(mut config: Config) -> State {
-    config.upstream = std::mem::take(&mut config.upstream)
-        .with_own_addresses(config.listeners.all(), local_addresses());
-    let resolver = Resolver::new(
-        config.resolver_hosts.clone(),
-        config.timeouts.upstream_connect,
-    );
-    State::new(config, resolver)
+/// The listening sockets, bound before serving: with port 0 the kernel picks the port, and
+/// the addresses really bound are what the self-loop check refuses and what stderr reports.
+pub struct Bound {
+    explicit: Option<TcpListener>,
+    transparent_tls: Option<TcpListener>,
+    transparent_http: Option<TcpListener>,
+    admin: Option<TcpListener>,
+    /// The configured addresses (port 0 included), which a reload compares against.
+    configured: Listeners,
 }
 
-/// Runs the proxy until a signal ends it and the drain is done.
-pub async fn run(source: Source, config: Config) -> io::Result<()> {
-    raise_fd_limit();
-    let listeners = config.listeners.clone();
+impl Bound {
+    /// Binds every configured listener, and says on stderr where each one listens.
+    pub async fn bind(listeners: &Listeners) -> io::Result<Bound> {
+        async fn one(name: &str, addr: Option<SocketAddr>) -> io::Result<Option<TcpListener>> {
+            let Some(addr) = addr else { return Ok(None) };
+            let socket = TcpListener::bind(addr).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("binding listeners.{name} {addr}: {e}"))
+            })?;
+            tracing::info!("listening: {name} on {}", socket.local_addr()?);
+            Ok(Some(socket))
+        }
+        Ok(Bound {
+            explicit: one("explicit", listeners.explicit).await?,
+            transparent_tls: one("transparent_tls", listeners.transparent_tls).await?,
+            transparent_http: one("transparent_http", listeners.transparent_http).await?,
+            admin: one("admin", listeners.admin).await?,
+            configured: listeners.clone(),
+        })
+    }
+
+    /// The listeners as really bound (the kernel's port where the config said 0).
+    pub fn addresses(&self) -> Listeners {
+        let local = |s: &Option<TcpListener>| s.as_ref().and_then(|s| s.local_addr().ok());
+        Listeners {
+            explicit: local(&self.explicit),
+            transparent_tls: local(&self.transparent_tls),
+            transparent_http: local(&self.transparent_http),
+            admin: local(&self.admin),
+            ..self.configured.clone()
+        }
+    }
+}
+
+/// Serves on `bound` until `shutdown` completes, then drains: no new connections, open ones
+/// get `timeouts.drain` to finish, the rest are closed, every line reaches stdout.
+pub async fn run(
+    source: Source,
+    loaded: Loaded,
+    bound: Bound,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> io::Result<()> {
+    crate::sys::raise_fd_limit();
+    let Loaded { text, mut config } = loaded;
+    let addresses = bound.addresses();
+    config.listeners = addresses.clone();
     let max_connections = config.limits.max_connections;
     crate::metrics::install();
     let proxy = Arc::new(Proxy::new(build_state(config), DecisionLog::to_stdout()));
     let slots = Arc::new(Semaphore::new(max_connections));
 
     let mut accepting = Vec::new();
-    for (listener, addr) in [
-        (Listener::Explicit, listeners.explicit),
-        (Listener::TransparentTls, listeners.transparent_tls),
-        (Listener::TransparentHttp, listeners.transparent_http),
+    for (listener, socket) in [
+        (Listener::Explicit, bound.explicit),
+        (Listener::TransparentTls, bound.transparent_tls),
+        (Listener::TransparentHttp, bound.transparent_http),
     ] {
-        let Some(addr) = addr else { continue };
-        let socket = TcpListener::bind(addr).await.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("binding listeners.{} {addr}: {e}", listener.as_str()),
-            )
-        })?;
-        tracing::info!("listening: {} on {addr}", listener.as_str());
+        let Some(socket) = socket else { continue };
         accepting.push(tokio::spawn(accept_loop(
             proxy.clone(),
             slots.clone(),
@@ -62,16 +96,20 @@ pub async fn run(source: Source, config: Config) -> io::Result<()> {
             listener,
         )));
     }
-    if let Some(addr) = listeners.admin {
-        let socket = TcpListener::bind(addr).await.map_err(|e| {
-            io::Error::new(e.kind(), format!("binding listeners.admin {addr}: {e}"))
-        })?;
-        tracing::info!("listening: admin on {addr}");
+    if let Some(socket) = bound.admin {
         tokio::spawn(admin::serve(proxy.clone(), socket));
     }
-    tokio::spawn(reload::watch(proxy.clone(), source, listeners));
+    tokio::spawn(reload::watch(
+        proxy.clone(),
+        reload::Watched {
+            source,
+            text,
+            configured: bound.configured,
+            bound: addresses,
+        },
+    ));
 
-    wait_for_stop().await?;
+    shutdown.await;
     let drain = proxy.state().config.timeouts.drain;
     tracing::info!(
         "draining: no new connections; open ones have {}s",
@@ -106,14 +144,16 @@ pub async fn run(source: Source, config: Config) -> io::Result<()> {
     Ok(())
 }
 
-async fn wait_for_stop() -> io::Result<()> {
+/// Completes on SIGTERM or SIGINT.
+pub async fn stop_signal() -> io::Result<impl std::future::Future<Output = ()>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 async fn accept_loop(
@@ -146,7 +186,7 @@ async fn accept_loop(
             let slot = Slot::new(permit, listener);
             let original_dst = match listener {
                 Listener::Explicit => None,
-                _ => original_dst(&stream),
+                _ => crate::sys::original_dst(&stream),
             };
             let arrival = Arrival {
                 listener,
@@ -190,107 +230,5 @@ async fn refuse_at_limit(
             let _ = stream.try_write(reply.as_bytes());
         })
         .await;
-    }
-}
-
-/// Where a connection redirected by iptables/nftables was headed (`SO_ORIGINAL_DST`), or
-/// `None` when it was not redirected.
-fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
-    use std::os::fd::AsRawFd;
-    let local = stream.local_addr().ok()?;
-    let fd = stream.as_raw_fd();
-    // SAFETY: getsockopt writes at most `len` bytes into a properly sized sockaddr_storage.
-    let dst = unsafe {
-        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // A v4-mapped local address on a dual-stack [::] listener is an IPv4 connection.
-        let (level, name) = match local.ip().to_canonical() {
-            IpAddr::V4(_) => (libc::SOL_IP, libc::SO_ORIGINAL_DST),
-            IpAddr::V6(_) => (libc::SOL_IPV6, libc::IP6T_SO_ORIGINAL_DST),
-        };
-        if libc::getsockopt(
-            fd,
-            level,
-            name,
-            (&mut addr as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        ) != 0
-        {
-            return None;
-        }
-        sockaddr_to_std(&addr)?
-    };
-    (dst.ip().to_canonical() != local.ip().to_canonical() || dst.port() != local.port())
-        .then_some(dst)
-}
-
-fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(addr.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let v4 =
-                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(v4.sin_port)))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let v6 =
-                unsafe { &*(addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
-            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(v6.sin6_port)))
-        }
-        _ => None,
-    }
-}
-
-/// This host's interface addresses, so that a listener on 0.0.0.0 is recognised when an
-/// upstream resolves to one of them.
-fn local_addresses() -> Vec<IpAddr> {
-    let mut found = Vec::new();
-    // SAFETY: getifaddrs hands us a linked list we walk read-only and free once.
-    unsafe {
-        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut list) != 0 {
-            return found;
-        }
-        let mut cursor = list;
-        while !cursor.is_null() {
-            let entry = &*cursor;
-            if !entry.ifa_addr.is_null() {
-                let mut storage: libc::sockaddr_storage = std::mem::zeroed();
-                let len = match i32::from((*entry.ifa_addr).sa_family) {
-                    libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
-                    libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>(),
-                    _ => 0,
-                };
-                if len > 0 {
-                    std::ptr::copy_nonoverlapping(
-                        entry.ifa_addr.cast::<u8>(),
-                        (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
-                        len,
-                    );
-                    if let Some(addr) = sockaddr_to_std(&storage) {
-                        found.push(addr.ip());
-                    }
-                }
-            }
-            cursor = entry.ifa_next;
-        }
-        libc::freeifaddrs(list);
-    }
-    found
-}
-
-/// Tunnels hold two descriptors each: raise the soft limit to the hard one.
-fn raise_fd_limit() {
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
     }
 }

@@ -174,7 +174,7 @@ resolver: {{ hosts: {{ origin.test: 127.0.0.1, vpc.test: 127.0.0.1 }} }}
 fn hostile_spellings_are_bad_requests_and_never_reach_upstream() {
     let origin = TlsOrigin::start(&["origin.test"]);
     let port = origin.addr.port();
-    let proxy = Proxy::start(&config_for(port));
+    let mut proxy = Proxy::start(&config_for(port));
     let long_label = "a".repeat(64);
     let hostile = [
         format!("origin.test@evil.test:{port}"),
@@ -202,7 +202,7 @@ fn hostile_spellings_are_bad_requests_and_never_reach_upstream() {
         s.write_all(raw).unwrap();
         assert_eq!(status_of(&read_head(&mut s)), 400);
     }
-    let lines = proxy.drain_lines(Duration::from_millis(300));
+    let lines = proxy.stop_and_collect();
     let bad = lines
         .iter()
         .filter(|v| v["reason"] == "bad_request" && v["decision"] == "deny")
@@ -657,7 +657,8 @@ fn http_1_0_connect_is_served() {
 
 #[test]
 fn dns_failure_and_unreachable_upstreams_get_their_own_reasons() {
-    let closed = free_port(); // nothing listens here
+    let held = ClosedPort::new();
+    let closed = held.port(); // nothing listens here
     let proxy = Proxy::start(&format!(
         "allow:
   - {{ name: gone, hosts: [gone.invalid], ports: [{closed}], tls: any }}

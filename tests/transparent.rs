@@ -290,7 +290,9 @@ async fn the_default_port_is_the_port_judged() {
     let origin = TlsOrigin::start(&["origin.test"]);
     let port = origin.addr.port();
     // origin.test is allowed on the origin's port only; this listener defaults to another.
-    let elsewhere = free_port();
+    // Nothing listens on that port: the origin must not be reached through a default.
+    let held = ClosedPort::new();
+    let elsewhere = held.port();
     let proxy = start(elsewhere, 80, &config_for(port, "5s"));
     let result = tls_direct(
         proxy.transparent_tls,
@@ -664,7 +666,7 @@ fn silent_client_is_cut_at_the_handshake_timeout() {
 #[test]
 fn client_that_closes_without_a_byte_logs_nothing() {
     let origin = TlsOrigin::start(&["origin.test"]);
-    let proxy = start(
+    let mut proxy = start(
         origin.addr.port(),
         80,
         &config_for(origin.addr.port(), "1s"),
@@ -673,20 +675,20 @@ fn client_that_closes_without_a_byte_logs_nothing() {
     for _ in 0..3 {
         drop(TcpStream::connect(proxy.transparent_tls).unwrap());
     }
-    let s = TcpStream::connect(proxy.transparent_tls).unwrap();
+    let mut s = TcpStream::connect(proxy.transparent_tls).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // The proxy closes its side once it has seen the end of stream.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(s.read(&mut [0u8; 1]).unwrap(), 0);
     drop(s);
-    // Longer than client_handshake, so that a timeout line would have shown up too.
-    let lines = proxy.drain_lines(Duration::from_millis(1500));
-    assert!(lines.is_empty(), "health checks were logged: {lines:#?}");
     // The proxy is alive and logs the next real connection.
     let back = send_and_read(proxy.transparent_tls, b"\x16\x03\x01\x00\x01\x02");
     assert!(back.is_empty());
-    assert_eq!(
-        proxy.decision(|v| v["listener"] == "transparent_tls")["reason"],
-        "bad_request"
-    );
+    // Everything the proxy will ever log is in once it has drained and exited.
+    let lines = proxy.stop_and_collect();
+    assert_eq!(lines.len(), 1, "health checks were logged: {lines:#?}");
+    assert_eq!(lines[0]["listener"], "transparent_tls");
+    assert_eq!(lines[0]["reason"], "bad_request");
     assert_eq!(origin.accepted(), 0);
 }
 

@@ -2,13 +2,15 @@
 //! the release binary with a temp config, and reading its RSS and CPU time from /proc.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+use crate::bound::bound_address;
 
 /// Where the proxy and the load generator run.
 #[derive(Debug, Clone)]
@@ -134,14 +136,6 @@ fn newest_under(dir: &Path) -> Option<(SystemTime, PathBuf)> {
     newest
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// What the proxy's temp config needs to know.
 pub struct ProxySpec<'a> {
     pub bin: &'a Path,
@@ -166,17 +160,15 @@ pub struct ProxyProc {
 
 impl ProxyProc {
     pub fn start(spec: &ProxySpec) -> Result<ProxyProc, String> {
-        let explicit: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let transparent: Option<SocketAddr> = spec
-            .transparent
-            .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap());
-        let mut yaml = format!("listeners:\n  explicit: {explicit}\n");
-        match (transparent, spec.transparent) {
-            (Some(addr), Some(None)) => yaml += &format!("  transparent_tls: {addr}\n"),
-            (Some(addr), Some(Some(port))) => {
-                yaml += &format!("  transparent_tls: {{ listen: {addr}, default_port: {port} }}\n")
+        // Port 0: the kernel picks, the proxy reports what it bound on stderr.
+        let mut yaml = "listeners:\n  explicit: 127.0.0.1:0\n".to_owned();
+        match spec.transparent {
+            Some(None) => yaml += "  transparent_tls: 127.0.0.1:0\n",
+            Some(Some(port)) => {
+                yaml +=
+                    &format!("  transparent_tls: {{ listen: 127.0.0.1:0, default_port: {port} }}\n")
             }
-            _ => {}
+            None => {}
         }
         yaml += &format!(
             "allow:\n  - name: bench-tcp\n    hosts: [origin.bench]\n    ports: [{}]\n    tls: any\n  \
@@ -193,7 +185,8 @@ impl ProxyProc {
         let mut cmd = Command::new(spec.bin);
         cmd.args(["run", "--config"])
             .arg(&config)
-            .env("EGRESS_PROXY_LOG", "warn")
+            // Quiet, but for the lines that say where the listeners are bound.
+            .env("EGRESS_PROXY_LOG", "warn,egress_proxy::serve=info")
             .env_remove("EGRESS_PROXY_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -244,31 +237,34 @@ impl ProxyProc {
         let mut proxy = ProxyProc {
             child,
             pid,
-            explicit,
-            transparent,
+            explicit: "127.0.0.1:0".parse().unwrap(),
+            transparent: None,
             stderr,
             log_bytes,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        for addr in std::iter::once(explicit).chain(transparent) {
-            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-                if let Ok(Some(status)) = proxy.child.try_wait() {
-                    return Err(format!(
-                        "proxy exited ({status}); config:\n{yaml}stderr:\n{}",
-                        proxy.stderr()
-                    ));
+        loop {
+            let text = proxy.stderr();
+            let explicit = bound_address(&text, "explicit");
+            let transparent = bound_address(&text, "transparent_tls");
+            if let Some(explicit) = explicit {
+                if spec.transparent.is_none() || transparent.is_some() {
+                    proxy.explicit = explicit;
+                    proxy.transparent = transparent;
+                    return Ok(proxy);
                 }
-                if Instant::now() > deadline {
-                    return Err(format!(
-                        "proxy did not listen on {addr}; stderr:\n{}",
-                        proxy.stderr()
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(20));
             }
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                return Err(format!(
+                    "proxy exited ({status}); config:\n{yaml}stderr:\n{text}"
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("proxy did not say it listens; stderr:\n{text}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(proxy)
     }
 
     pub fn stderr(&self) -> String {

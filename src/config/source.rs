@@ -50,3 +50,42 @@ async fn read_ssm(name: &str) -> Result<String, String> {
 async fn read_ssm(name: &str) -> Result<String, String> {
     crate::config::ssm::read(name).await
 }
+
+/// A config as read from its source: the text (which reload compares to spot a change) and
+/// the checked config it parsed to.
+pub struct Loaded {
+    pub text: String,
+    pub config: super::Config,
+}
+
+/// Why a source gave no config: it could not be read, or what it holds is invalid.
+#[derive(Debug)]
+pub enum LoadError {
+    Read(String),
+    Invalid(super::Problems),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Read(e) => f.write_str(e),
+            LoadError::Invalid(problems) => write!(f, "{problems}"),
+        }
+    }
+}
+
+impl Source {
+    /// Reads and checks the config. Parsing runs on a blocking thread: a hostile or huge
+    /// config must not hold up a thread that serves connections.
+    pub async fn load(&self) -> Result<Loaded, LoadError> {
+        let text = self.read().await.map_err(LoadError::Read)?;
+        let (text, parsed) = tokio::task::spawn_blocking(move || {
+            let parsed = super::Config::from_yaml(&text);
+            (text, parsed)
+        })
+        .await
+        .map_err(|e| LoadError::Read(format!("parsing the config failed: {e}")))?;
+        let config = parsed.map_err(LoadError::Invalid)?;
+        Ok(Loaded { text, config })
+    }
+}

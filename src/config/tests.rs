@@ -45,7 +45,7 @@ fn rule_ports_default_to_443_and_tls_to_require_sni() {
 fn reports_every_problem_with_its_field_path() {
     let yaml = r#"
 mode: permissive
-listeners: { explicit: "127.0.0.1:0", bogus: 1 }
+listeners: { explicit: "127.0.0.1:99999", bogus: 1 }
 allow:
   - name: dup
     hosts: ["*.com", "a@b.example", "ok.example.com"]
@@ -64,7 +64,7 @@ extra: true
     let p = problems(yaml);
     for (path, what) in [
         ("mode", "enforce or report"),
-        ("listeners.explicit", "port 0"),
+        ("listeners.explicit", "not an address"),
         ("listeners.bogus", "unknown field"),
         ("allow[0].hosts[0]", "too broad"),
         ("allow[0].hosts[1]", "@"),

@@ -66,6 +66,18 @@ impl State {
     }
 }
 
+/// Builds the per-config state: the config plus its resolver. The one place the self-loop
+/// check learns the proxy's own listeners and this host's interface addresses.
+pub fn build_state(mut config: Config) -> State {
+    config.upstream = std::mem::take(&mut config.upstream)
+        .with_own_addresses(config.listeners.all(), crate::sys::local_addresses());
+    let resolver = Resolver::new(
+        config.resolver_hosts.clone(),
+        config.timeouts.upstream_connect,
+    );
+    State::new(config, resolver)
+}
+
 /// Where the proxy is in its life: serving, draining (no new connections, open ones may
 /// finish), or closing (the drain deadline passed: every connection ends now).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -3,66 +3,16 @@
 //! Linux only; [`Passed::Unsupported`] tells the caller to keep copying.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::sys::{splice_fd, splice_unsupported, Pipe};
+
 /// Bytes moved per splice call; also the pipe's capacity, so one call fills it at most.
 const PIPE_SIZE: usize = 256 * 1024;
-
-/// A non-blocking pipe, closed on drop.
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-}
-
-impl Pipe {
-    fn new() -> io::Result<Pipe> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: pipe2 writes two descriptors into the array we own.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors were just created and are owned by nobody else.
-        let pipe = unsafe {
-            Pipe {
-                read: OwnedFd::from_raw_fd(fds[0]),
-                write: OwnedFd::from_raw_fd(fds[1]),
-            }
-        };
-        // A larger pipe means fewer calls per megabyte; the default (64 KiB) still works.
-        // SAFETY: F_SETPIPE_SZ on a pipe we own.
-        unsafe {
-            libc::fcntl(
-                pipe.write.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                PIPE_SIZE as libc::c_int,
-            )
-        };
-        Ok(pipe)
-    }
-}
-
-fn splice_fd(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: plain splice(2) between descriptors we hold; null offsets (sockets and pipes).
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
 
 /// How a zero-copy pass ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -74,17 +24,9 @@ pub enum Passed {
     Unsupported,
 }
 
-/// Whether an error means "this kernel or socket can't splice".
-fn unsupported(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-    )
-}
-
 /// Moves `from` → `to` until end of stream, counting bytes as they are delivered.
 pub async fn pass(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> io::Result<Passed> {
-    let Ok(pipe) = Pipe::new() else {
+    let Ok(pipe) = Pipe::new(PIPE_SIZE) else {
         return Ok(Passed::Unsupported);
     };
     loop {
@@ -97,7 +39,7 @@ pub async fn pass(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> io::Re
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             // The pipe is empty here, so falling back loses nothing.
-            Err(e) if unsupported(&e) => return Ok(Passed::Unsupported),
+            Err(e) if splice_unsupported(&e) => return Ok(Passed::Unsupported),
             Err(e) => return Err(e),
         };
         while left > 0 {

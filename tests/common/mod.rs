@@ -1,7 +1,11 @@
-//! Test harness: starts the real `egress-proxy` binary on free loopback ports with a temp
-//! config, reads its decision lines, and runs origins (TLS made at test time with rcgen,
+//! Test harness: starts the real `egress-proxy` binary with a temp config whose listeners
+//! ask the kernel for a port (`127.0.0.1:0`; the proxy reports what it bound on stderr, so
+//! two tests can never be handed the same port), reads its decision lines, and runs origins (TLS made at test time with rcgen,
 //! and plain HTTP) that count every connection they accept.
 #![allow(dead_code)]
+
+mod bound;
+pub use bound::bound_address;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,13 +18,23 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_egress-proxy");
 
-/// A free loopback port (bound then released; the proxy binds it right after).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port where nothing listens, held for as long as the value lives: the socket
+/// is bound but never listening, so a connection there is refused and no other test can
+/// take the port meanwhile.
+pub struct ClosedPort(socket2::Socket);
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&addr.into()).unwrap();
+        ClosedPort(socket)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.local_addr().unwrap().as_socket().unwrap().port()
+    }
 }
 
 /// A running proxy. Killed on drop.
@@ -32,6 +46,8 @@ pub struct Proxy {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: std::path::PathBuf,
+    /// The `listeners:` block the config was written with, kept for rewrites.
+    listeners_yaml: String,
     lines: Mutex<mpsc::Receiver<Value>>,
     seen: Mutex<Vec<Value>>,
     pub stderr: Arc<Mutex<String>>,
@@ -44,31 +60,29 @@ impl Proxy {
         Proxy::start_with_listeners(ListenerAddrs::yaml, rest)
     }
 
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for addr in [
-            self.explicit,
-            self.transparent_tls,
-            self.transparent_http,
-            self.admin,
-        ] {
-            while TcpStream::connect(addr).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "proxy did not listen on {addr}; stderr:\n{}",
-                    self.stderr()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        // The probe connections above are closed without a request: they log nothing.
+    /// Waits until the proxy says where each of its four listeners is bound, and records
+    /// those addresses.
+    fn wait_listening(&mut self) {
+        let names = ["explicit", "transparent_tls", "transparent_http", "admin"];
+        let needles: Vec<String> = names
+            .iter()
+            .map(|n| format!("listening: {n} on "))
+            .collect();
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        self.wait_stderr(&needles, Duration::from_secs(20));
+        let text = self.stderr();
+        let bound = |name| bound_address(&text, name).expect("an address after 'listening:'");
+        self.explicit = bound("explicit");
+        self.transparent_tls = bound("transparent_tls");
+        self.transparent_http = bound("transparent_http");
+        self.admin = bound("admin");
     }
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// The next decision line (not `close`) matching `pred`, waiting up to 10 s.
+    /// The next decision line (not `close`) matching `pred`, waiting up to 30 s.
     pub fn decision(&self, pred: impl Fn(&Value) -> bool) -> Value {
         self.line(|v| v["event"] == "decision" && pred(v))
     }
@@ -78,9 +92,10 @@ impl Proxy {
         self.line(|v| v["event"] == "close" && pred(v))
     }
 
-    /// The first line (seen or arriving within 10 s) matching `pred`; it is consumed.
+    /// The first line (seen or arriving within 30 s) matching `pred`; it is consumed. The
+    /// bound only turns a hang into a failure: on a busy machine a line can take seconds.
     pub fn line(&self, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             {
                 let mut seen = self.seen.lock().unwrap();
@@ -92,7 +107,7 @@ impl Proxy {
             match self.lines.lock().unwrap().recv_timeout(wait) {
                 Ok(v) => self.seen.lock().unwrap().push(v),
                 Err(_) => panic!(
-                    "no matching decision line within 10s; seen: {:#?}\nstderr:\n{}",
+                    "no matching decision line within 30s; seen: {:#?}\nstderr:\n{}",
                     self.seen.lock().unwrap(),
                     self.stderr()
                 ),
@@ -100,15 +115,40 @@ impl Proxy {
         }
     }
 
-    /// Every line that arrives within `wait`, plus any not yet consumed.
-    pub fn drain_lines(&self, wait: Duration) -> Vec<Value> {
-        std::thread::sleep(wait);
+    /// Stops the proxy with SIGTERM, expects it to drain and exit 0, and returns every line
+    /// not consumed yet. Once stdout is closed no line can come later, so a test can assert
+    /// that something was *not* logged without waiting on a clock.
+    pub fn stop_and_collect(&mut self) -> Vec<Value> {
+        self.signal("TERM");
+        assert_eq!(
+            self.wait_exit(Duration::from_secs(60)),
+            Some(0),
+            "stderr:\n{}",
+            self.stderr()
+        );
         let rx = self.lines.lock().unwrap();
-        let mut seen = self.seen.lock().unwrap();
-        while let Ok(v) = rx.try_recv() {
+        let mut seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        // The reader thread ends at EOF on stdout, which closes the channel.
+        while let Ok(v) = rx.recv_timeout(Duration::from_secs(60)) {
             seen.push(v);
         }
-        std::mem::take(&mut *seen)
+        seen
+    }
+
+    /// The exit code once the process has exited, waiting up to `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not exit within {within:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn signal(&self, sig: &str) {
@@ -119,14 +159,9 @@ impl Proxy {
         assert!(status.success());
     }
 
+    /// Replaces the config file (atomically) with the same listeners and `rest`.
     pub fn rewrite_config(&self, rest: &str) {
-        let listeners = ListenerAddrs {
-            explicit: self.explicit,
-            transparent_tls: self.transparent_tls,
-            transparent_http: self.transparent_http,
-            admin: self.admin,
-        };
-        let config = format!("{}{rest}", listeners.yaml());
+        let config = format!("{}{rest}", self.listeners_yaml);
         let tmp = self.dir.path().join("egress.yaml.new");
         std::fs::write(&tmp, config).unwrap();
         std::fs::rename(tmp, &self.config_path).unwrap();
@@ -141,9 +176,9 @@ impl Proxy {
             .sum()
     }
 
-    /// Waits (up to 10 s) until `egress_active_connections` sums to `n`.
+    /// Waits (up to 30 s) until `egress_active_connections` sums to `n`.
     pub fn wait_active(&self, n: f64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let now = self.metric_sum("egress_active_connections");
             if now == n {
@@ -173,7 +208,7 @@ impl Drop for Proxy {
     }
 }
 
-/// Four free loopback addresses for a proxy's listeners.
+/// Addresses for a proxy's four listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerAddrs {
     pub explicit: SocketAddr,
@@ -183,13 +218,14 @@ pub struct ListenerAddrs {
 }
 
 impl ListenerAddrs {
-    pub fn free() -> ListenerAddrs {
-        let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+    /// Every listener on loopback port 0: the kernel picks, the proxy reports.
+    pub fn any_port() -> ListenerAddrs {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         ListenerAddrs {
-            explicit: addr(),
-            transparent_tls: addr(),
-            transparent_http: addr(),
-            admin: addr(),
+            explicit: addr,
+            transparent_tls: addr,
+            transparent_http: addr,
+            admin: addr,
         }
     }
 
@@ -204,14 +240,14 @@ impl ListenerAddrs {
 
 impl Proxy {
     /// Starts the binary with `args` (e.g. `run --config ssm:/name`) and `env` added to the
-    /// child's environment only, then waits until every one of `listeners` accepts. For
+    /// child's environment only, then waits until it reports its four listeners bound. For
     /// configs that are not a temp file (`config_path` then names no file).
-    pub fn start_with(args: &[&str], env: &[(&str, &str)], listeners: ListenerAddrs) -> Proxy {
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("egress.yaml");
         let mut command = Command::new(BIN);
         command.args(args).envs(env.iter().copied());
-        let proxy = Proxy::spawn_command(command, listeners, dir, config_path);
+        let mut proxy = Proxy::spawn_command(command, ListenerAddrs::any_port(), dir, config_path);
         proxy.wait_listening();
         proxy
     }
@@ -522,20 +558,21 @@ impl ListenerAddrs {
 }
 
 impl Proxy {
-    /// Starts the proxy on free loopback ports with a `listeners:` block of the test's own
+    /// Starts the proxy on loopback port 0 with a `listeners:` block of the test's own
     /// making (`listeners` gets the addresses, returns the block) and `rest` appended.
     pub fn start_with_listeners(
         listeners: impl FnOnce(&ListenerAddrs) -> String,
         rest: &str,
     ) -> Proxy {
-        let addrs = ListenerAddrs::free();
+        let listeners_yaml = listeners(&ListenerAddrs::any_port());
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("egress.yaml");
-        std::fs::write(&config_path, format!("{}{rest}", listeners(&addrs))).unwrap();
+        std::fs::write(&config_path, format!("{listeners_yaml}{rest}")).unwrap();
         let path = config_path.to_str().unwrap().to_owned();
-        let mut proxy = Proxy::start_with(&["run", "--config", &path], &[], addrs);
+        let mut proxy = Proxy::start_with(&["run", "--config", &path], &[]);
         proxy.dir = dir;
         proxy.config_path = config_path;
+        proxy.listeners_yaml = listeners_yaml;
         proxy
     }
 
@@ -584,6 +621,7 @@ impl Proxy {
             admin: listeners.admin,
             dir,
             config_path,
+            listeners_yaml: listeners.yaml(),
             lines: Mutex::new(rx),
             seen: Mutex::new(Vec::new()),
             stderr,
