@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::config::Config;
 use crate::conn::tunnel::sni_names;
-use crate::conn::{build_state, judge, record_failure, upstream_targets, Failure};
+use crate::conn::{admit, build_state, denial, record_failure, upstream_targets, Failure};
 use crate::log::{Decision, Listener};
 use crate::policy::host;
 use crate::reason::Reason;
@@ -23,7 +23,7 @@ impl Outcome {
         let l = &self.line;
         let mut text = format!(
             "{} reason={} rule={} host={} port={}",
-            l.decision,
+            l.decision.as_str(),
             l.reason,
             l.rule.as_deref().unwrap_or("-"),
             l.host.as_deref().unwrap_or("-"),
@@ -53,8 +53,9 @@ pub async fn check(
 ) -> Outcome {
     let state = build_state(config);
     let mut line = Decision::new(Listener::Explicit, client);
+    // The verdict is the exit status: a would-be denial (report mode) is a denial to `check`.
     let outcome = |line: Decision, addresses| Outcome {
-        allowed: line.allowed() || !line.enforced,
+        allowed: line.allowed(),
         line,
         addresses,
     };
@@ -75,14 +76,16 @@ pub async fn check(
     line.host = Some(host.to_string());
     line.port = Some(port);
     line.sni = sni.map(str::to_owned);
-    let verdict = judge(&state, &mut line, &host, port);
-    if !verdict.lets_through() {
+    let Ok(admitted) = admit(&state, &mut line, &host, port) else {
         return outcome(line, Vec::new());
-    }
+    };
+    // The SNI is judged as the tunnel judges it: under report mode a mismatch is a would-be
+    // denial, and resolving goes on to show what would have been dialled.
     if let Some(sni) = sni {
         if let Err(failure) = sni_names(Some(sni), &host) {
-            record_failure(&mut line, &failure);
-            return outcome(line, Vec::new());
+            if denial(&mut line, admitted.enforced, failure).is_err() {
+                return outcome(line, Vec::new());
+            }
         }
     }
     if !resolve {

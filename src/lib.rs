@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod policy;
 pub mod reason;
 pub mod reload;
+pub mod request;
 pub mod resolve;
 pub mod serve;
 pub mod suggest;

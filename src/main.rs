@@ -57,6 +57,15 @@ enum Command {
 
 const EXIT_CONFIG: u8 = 2;
 
+/// `println!`/`eprintln!` without their panic when the stream is a closed pipe: a command
+/// whose output nobody reads still exits with the status its outcome calls for.
+macro_rules! say {
+    ($stream:ident, $($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::$stream(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -74,7 +83,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("egress-proxy: cannot start the runtime: {e}");
+            say!(stderr, "egress-proxy: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -104,7 +113,7 @@ fn main() -> ExitCode {
                     port,
                 )
                 .await;
-                println!("{}", outcome.summary());
+                say!(stdout, "{}", outcome.summary());
                 ExitCode::from(if outcome.allowed { 0 } else { 1 })
             }
         }
@@ -115,11 +124,15 @@ fn main() -> ExitCode {
 async fn load(source: &str) -> Result<Loaded, ()> {
     let source = Source::parse(source);
     source.load().await.map_err(|error| match error {
-        LoadError::Read(e) => eprintln!("egress-proxy: {e}"),
+        LoadError::Read(e) => say!(stderr, "egress-proxy: {e}"),
         LoadError::Invalid(problems) => {
-            eprintln!("egress-proxy: {source}: {} problem(s):", problems.0.len());
+            say!(
+                stderr,
+                "egress-proxy: {source}: {} problem(s):",
+                problems.0.len()
+            );
             for problem in &problems.0 {
-                eprintln!("  {problem}");
+                say!(stderr, "  {problem}");
             }
         }
     })
@@ -135,17 +148,22 @@ fn suggest(file: Option<std::path::PathBuf>) -> ExitCode {
         _ => std::io::stdin().read_to_string(&mut text),
     };
     if let Err(e) = read {
-        eprintln!("egress-proxy: reading decision lines: {e}");
+        say!(stderr, "egress-proxy: reading decision lines: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
-    print!("{}", egress_proxy::suggest::suggest(text.lines()));
+    let out = egress_proxy::suggest::suggest(text.lines());
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     ExitCode::SUCCESS
 }
 
 async fn validate(source: &str) -> ExitCode {
     match load(source).await {
         Ok(Loaded { config, .. }) => {
-            println!("{source}: valid, {} rules", config.policy.rules().len());
+            say!(
+                stdout,
+                "{source}: valid, {} rules",
+                config.policy.rules().len()
+            );
             ExitCode::SUCCESS
         }
         Err(()) => ExitCode::from(EXIT_CONFIG),

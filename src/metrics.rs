@@ -4,10 +4,11 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::log::{Decision, Listener};
+use crate::reason::Reason;
+use crate::request::Listener;
 
 pub const DECISIONS: &str = "egress_decisions_total";
 pub const ACTIVE: &str = "egress_active_connections";
@@ -16,8 +17,13 @@ pub const UPSTREAM_CONNECT: &str = "egress_upstream_connect_seconds";
 pub const DNS: &str = "egress_dns_seconds";
 pub const RELOADS: &str = "egress_config_reloads_total";
 pub const LAST_RELOAD: &str = "egress_config_last_reload_success_timestamp_seconds";
-/// Beyond the contract: decision lines dropped because stdout could not keep up.
+/// Decision lines dropped: always 0, since new work waits for the log instead (kept because
+/// dashboards and alarms watch it).
 pub const LINES_DROPPED: &str = "egress_decision_lines_dropped_total";
+/// Beyond the contract: how often a new request had to wait because stdout was not keeping up.
+pub const LOG_WAITS: &str = "egress_decision_log_waits_total";
+pub const UPLOAD_LIMIT: &str = "egress_upload_limit_total";
+pub const BUILD_INFO: &str = "egress_build_info";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -37,20 +43,76 @@ pub fn install() {
     match built {
         Ok(Ok(handle)) => {
             let _ = HANDLE.set(handle);
-            for listener in [
-                Listener::Explicit,
-                Listener::TransparentTls,
-                Listener::TransparentHttp,
-            ] {
-                gauge!(ACTIVE, "listener" => listener.as_str()).set(0.0);
-            }
-            for result in ["success", "error"] {
-                counter!(RELOADS, "result" => result).absolute(0);
-            }
-            counter!(LINES_DROPPED).absolute(0);
+            describe();
         }
         Ok(Err(e)) | Err(e) => tracing::warn!("metrics disabled: {e}"),
     }
+}
+
+/// `# HELP` for every metric, and every series known at start exported at 0, so that
+/// dashboards and alarms see a zero rather than an absence.
+fn describe() {
+    describe_counter!(
+        DECISIONS,
+        "Decision lines written, by decision, reason, rule, listener and whether enforced"
+    );
+    describe_gauge!(ACTIVE, "Client connections open now, by listener");
+    describe_counter!(
+        BYTES,
+        "Bytes moved through finished tunnels and forwards, up (client to upstream) and down"
+    );
+    describe_histogram!(
+        UPSTREAM_CONNECT,
+        "Seconds to connect to the upstream that answered"
+    );
+    describe_histogram!(DNS, "Seconds to resolve an upstream name");
+    describe_counter!(RELOADS, "Config reloads, by result");
+    describe_gauge!(
+        LAST_RELOAD,
+        "When a config was last loaded successfully (at start too)"
+    );
+    describe_counter!(
+        UPLOAD_LIMIT,
+        "Connections cut or refused by an upload cap, by rule"
+    );
+    describe_counter!(
+        LINES_DROPPED,
+        "Decision lines dropped (always 0: new work waits instead)"
+    );
+    describe_counter!(
+        LOG_WAITS,
+        "New requests that waited because stdout was not keeping up with the decision log"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "1, labelled with the version and commit this binary was built from"
+    );
+    for listener in Listener::ALL {
+        gauge!(ACTIVE, "listener" => listener.as_str()).set(0.0);
+        counter!(
+            DECISIONS,
+            "decision" => "deny",
+            "reason" => Reason::NoRule.as_str(),
+            "rule" => "",
+            "listener" => listener.as_str(),
+            "enforced" => "true",
+        )
+        .absolute(0);
+    }
+    for result in ["success", "error"] {
+        counter!(RELOADS, "result" => result).absolute(0);
+    }
+    for direction in ["up", "down"] {
+        counter!(BYTES, "direction" => direction).absolute(0);
+    }
+    counter!(LINES_DROPPED).absolute(0);
+    counter!(LOG_WAITS).absolute(0);
+    gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => option_env!("EGRESS_PROXY_COMMIT").unwrap_or("unknown"),
+    )
+    .set(1.0);
 }
 
 /// The Prometheus text exposition of every metric.
@@ -62,13 +124,20 @@ pub fn render() -> String {
 }
 
 /// Counts a decision line (not close lines).
-pub fn decision(line: &Decision) {
+pub fn decision(
+    decision: &'static str,
+    reason: Reason,
+    rule: Option<&str>,
+    listener: Listener,
+    enforced: bool,
+) {
     counter!(
         DECISIONS,
-        "decision" => line.decision,
-        "reason" => line.reason.as_str(),
-        "rule" => line.rule.clone().unwrap_or_default(),
-        "listener" => line.listener.as_str(),
+        "decision" => decision,
+        "reason" => reason.as_str(),
+        "rule" => rule.unwrap_or_default().to_owned(),
+        "listener" => listener.as_str(),
+        "enforced" => if enforced { "true" } else { "false" },
     )
     .increment(1);
 }
@@ -79,8 +148,8 @@ pub fn bytes(up: u64, down: u64) {
     counter!(BYTES, "direction" => "down").increment(down);
 }
 
-pub fn decision_line_dropped() {
-    counter!(LINES_DROPPED).increment(1);
+pub fn decision_log_waited() {
+    counter!(LOG_WAITS).increment(1);
 }
 
 pub fn upstream_connect(took: Duration) {
@@ -93,11 +162,17 @@ pub fn dns(took: Duration) {
 
 pub fn config_reloaded(ok: bool) {
     counter!(RELOADS, "result" => if ok { "success" } else { "error" }).increment(1);
-    if ok {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        gauge!(LAST_RELOAD).set(now.as_secs_f64());
+}
+
+/// A config is in force (at start, or after a reload): stamp the time and export its rules'
+/// series at 0.
+pub fn config_in_force<'a>(rules: impl Iterator<Item = &'a str>) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    gauge!(LAST_RELOAD).set(now.as_secs_f64());
+    for rule in rules {
+        counter!(UPLOAD_LIMIT, "rule" => rule.to_owned()).absolute(0);
     }
 }
 

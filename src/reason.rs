@@ -67,8 +67,112 @@ impl Reason {
     }
 }
 
+/// A reply the proxy makes itself, whether through hyper or written raw on a socket: every one
+/// is made by [`Reason::reply`], so status, text and framing can't drift between paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    /// Whether the connection closes after this reply.
+    pub close: bool,
+    /// One line: `egress-proxy: <reason>: <detail>`, then any hint.
+    pub body: String,
+}
+
+impl Reason {
+    /// Whether a reply for this outcome ends the connection: after a malformed request the
+    /// framing can't be trusted; at the connection limit the slot is not ours to keep.
+    pub fn closes(self) -> bool {
+        matches!(self, Reason::BadRequest | Reason::Limit)
+    }
+
+    /// The reply for this outcome, with `detail` and an optional `hint` on the same line.
+    pub fn reply(self, detail: &str, hint: Option<&str>) -> Reply {
+        let mut body = format!("egress-proxy: {self}: {detail}");
+        if let Some(hint) = hint {
+            body.push_str("; ");
+            body.push_str(hint);
+        }
+        body.push('\n');
+        Reply {
+            status: self.status(),
+            close: self.closes(),
+            body,
+        }
+    }
+}
+
+impl Reply {
+    /// The whole HTTP/1.1 response, for paths that write to a raw socket.
+    pub fn to_http1(&self) -> String {
+        let phrase = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let connection = if self.close { "close" } else { "keep-alive" };
+        format!(
+            "HTTP/1.1 {} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{}",
+            self.status,
+            self.body.len(),
+            self.body
+        )
+    }
+}
+
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Reason; 12] = [
+        Reason::Rule,
+        Reason::NoRule,
+        Reason::Port,
+        Reason::Client,
+        Reason::SniMismatch,
+        Reason::NoSni,
+        Reason::BadRequest,
+        Reason::UpstreamDeniedIp,
+        Reason::DnsFailure,
+        Reason::UpstreamUnreachable,
+        Reason::Timeout,
+        Reason::Limit,
+    ];
+
+    /// Every reason's reply is a real HTTP status with the reason word and detail in one
+    /// line, framed correctly for a raw socket.
+    #[test]
+    fn every_reason_has_a_well_formed_reply() {
+        for reason in ALL {
+            let reply = reason.reply("the detail", Some("a hint"));
+            assert!(http::StatusCode::from_u16(reply.status).is_ok(), "{reason}");
+            assert_eq!(
+                reply.body,
+                format!("egress-proxy: {}: the detail; a hint\n", reason.as_str())
+            );
+            let raw = reply.to_http1();
+            let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {} ", reply.status)),
+                "{raw}"
+            );
+            assert!(
+                head.contains(&format!("Content-Length: {}", body.len())),
+                "{raw}"
+            );
+            assert_eq!(head.contains("Connection: close"), reply.close, "{raw}");
+            // The machine word is stable and distinct.
+            assert_eq!(
+                ALL.iter().filter(|r| r.as_str() == reason.as_str()).count(),
+                1
+            );
+        }
+        assert_eq!(Reason::Rule.reply("x", None).status, 200);
+        assert!(Reason::BadRequest.reply("x", None).close);
+        assert!(!Reason::NoRule.reply("x", None).close);
     }
 }

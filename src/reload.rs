@@ -126,6 +126,7 @@ fn apply(
     // The addresses really bound stay the ones the self-loop check refuses.
     config.listeners = bound.clone();
     let rules = config.policy.rules().len();
+    metrics::config_in_force(config.policy.rules().iter().map(|r| r.name.as_str()));
     proxy.replace_state(build_state(config));
     metrics::config_reloaded(true);
     tracing::info!("config reloaded from {source}: {rules} rules");

@@ -79,6 +79,7 @@ pub async fn run(
     config.listeners = addresses.clone();
     let max_connections = config.limits.max_connections;
     crate::metrics::install();
+    crate::metrics::config_in_force(config.policy.rules().iter().map(|r| r.name.as_str()));
     let proxy = Arc::new(Proxy::new(build_state(config), DecisionLog::to_stdout()));
     let slots = Arc::new(Semaphore::new(max_connections));
 
@@ -168,6 +169,8 @@ async fn accept_loop(
         _ => ports.transparent_http_port,
     };
     loop {
+        // New connections wait in the kernel's backlog while stdout is behind.
+        proxy.log.room().await;
         let (stream, peer) = match socket.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -213,18 +216,12 @@ async fn refuse_at_limit(
     peer: SocketAddr,
     listener: Listener,
 ) {
+    let failure = Failure::new(Reason::Limit, "at limits.max_connections: try again");
     let mut line = Decision::new(listener, peer);
-    record_failure(
-        &mut line,
-        &Failure::new(Reason::Limit, "at limits.max_connections"),
-    );
+    record_failure(&mut line, &failure);
     proxy.log.write(&line);
     if listener != Listener::TransparentTls {
-        let body = "egress-proxy: limit: too many connections, try again\n";
-        let reply = format!(
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+        let reply = failure.reason.reply(&failure.message, None).to_http1();
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = stream.writable().await;
             let _ = stream.try_write(reply.as_bytes());

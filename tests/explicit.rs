@@ -702,16 +702,6 @@ resolver: {{ hosts: {{ down.test: 127.0.0.1, downtls.test: 127.0.0.1 }} }}
     assert_eq!(line["sni"], "downtls.test");
 }
 
-/// The first flight of a real rustls client for `sni`.
-fn rustls_hello(sni: &str) -> Vec<u8> {
-    let origin = TlsOrigin::start(&[sni]);
-    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
-    let mut client = rustls::ClientConnection::new(origin.client_config(), name).unwrap();
-    let mut out = Vec::new();
-    client.write_tls(&mut out).unwrap();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_any_tunnels_still_refuse_a_client_hello_naming_another_host() {
     let origin = TlsOrigin::start(&["origin.test", "other.test"]);

@@ -263,12 +263,12 @@ fn metrics_count_the_decisions_that_were_logged() {
     }
     proxy.decision(|v| v["reason"] == "bad_request");
     let allow = proxy.metric_sum(
-        r#"egress_decisions_total{decision="allow",reason="rule",rule="raw",listener="explicit"}"#,
+        r#"egress_decisions_total{decision="allow",reason="rule",rule="raw",listener="explicit",enforced="true"}"#,
     );
     let deny = proxy.metric_sum(
-        r#"egress_decisions_total{decision="deny",reason="no_rule",rule="",listener="explicit"}"#,
+        r#"egress_decisions_total{decision="deny",reason="no_rule",rule="",listener="explicit",enforced="true"}"#,
     );
-    let bad = proxy.metric_sum(r#"egress_decisions_total{decision="deny",reason="bad_request",rule="",listener="explicit"}"#);
+    let bad = proxy.metric_sum(r#"egress_decisions_total{decision="deny",reason="bad_request",rule="",listener="explicit",enforced="true"}"#);
     assert_eq!(
         (allow, deny, bad),
         (3.0, 2.0, 1.0),
@@ -295,6 +295,31 @@ fn metrics_count_the_decisions_that_were_logged() {
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
+    // Every contract metric is there from the start, with its help text, so that dashboards
+    // and alarms see 0 rather than nothing.
+    for name in [
+        "egress_decisions_total",
+        "egress_active_connections",
+        "egress_bytes_total",
+        "egress_config_reloads_total",
+        "egress_config_last_reload_success_timestamp_seconds",
+        "egress_upload_limit_total",
+        "egress_decision_lines_dropped_total",
+        "egress_build_info",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no help for {name}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(r#"egress_upload_limit_total{rule="raw"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("egress_decision_lines_dropped_total 0"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -22,10 +22,10 @@ use super::counted::Counted;
 use super::splice::watch_idle;
 use super::tunnel::{self, Connect};
 use super::{
-    dial, judge, record_failure, refusal_text, upstream_targets, Arrival, Failure, Proxy, Slot,
-    State,
+    admit, denial, dial, record_failure, refusal_hint, upstream_targets, Arrival, Failure, Proxy,
+    Slot, State,
 };
-use crate::log::{Decision, Listener};
+use crate::log::{Decision, Listener, PendingLine};
 use crate::policy::{host, Host, TlsRequirement};
 use crate::reason::Reason;
 use crate::wire::authority::split_authority;
@@ -112,21 +112,19 @@ fn log_connection_error(conn: &Conn, error: &hyper::Error) {
 
 async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     conn.requests.fetch_add(1, Ordering::Relaxed);
+    // New work waits while stdout is behind: the log never drops a line.
+    conn.proxy.log.room().await;
     let started = Instant::now();
     let state = conn.proxy.state();
-    let mut line = conn.arrival.line();
+    // From here on this request has its one line, whatever ends it.
+    let mut line = PendingLine::new(&conn.proxy.log, conn.arrival.line());
     line.method = Some(req.method().as_str().to_owned());
     let is_connect = req.method() == Method::CONNECT;
-    let response = if is_connect {
-        connect(&conn, state, &mut line, req, started).await
+    let mut response = if is_connect {
+        connect(&conn, state, line, req, started).await
     } else {
-        forward(&conn, state, &mut line, req, started).await
+        forward(&conn, state, line, req, started).await
     };
-    let mut response = response.unwrap_or_else(|(failure, host)| {
-        record_failure(&mut line, &failure);
-        conn.proxy.log.write(&line);
-        refusal(&failure, host.as_ref())
-    });
     if is_connect && response.status() != StatusCode::OK {
         // A refused CONNECT is usually followed by the TLS bytes the client meant for the
         // tunnel: close instead of parsing them as the next request.
@@ -137,10 +135,18 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
     Ok(response)
 }
 
+/// Why a request is refused, and the host to name in the hint (if it was read).
 type Refused = (Failure, Option<Host>);
 
 fn bad_request(message: impl Into<String>) -> Refused {
     (Failure::new(Reason::BadRequest, message), None)
+}
+
+/// Records the refusal in the request's line, writes it, and makes the client's reply.
+fn refuse(mut line: PendingLine, (failure, host): Refused) -> Response<Body> {
+    record_failure(&mut line, &failure);
+    line.write();
+    refusal(&failure, host.as_ref())
 }
 
 /// `CONNECT host:port`: judge, resolve and check before answering; the tunnel itself runs in
@@ -148,10 +154,44 @@ fn bad_request(message: impl Into<String>) -> Refused {
 async fn connect(
     conn: &Arc<Conn>,
     state: Arc<State>,
-    line: &mut Decision,
+    mut line: PendingLine,
     mut req: Request<Incoming>,
     started: Instant,
-) -> Result<Response<Body>, Refused> {
+) -> Response<Body> {
+    let plan = match plan_connect(conn, &state, &mut line, &req).await {
+        Ok(plan) => plan,
+        Err(refused) => return refuse(line, refused),
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let proxy = conn.proxy.clone();
+    let slot = conn.slot.clone();
+    line.step("waiting for the client's socket after 200");
+    tokio::spawn(async move {
+        let _slot = slot;
+        let Some((client, early)) = take_socket(upgrade).await else {
+            record_failure(
+                &mut line,
+                &Failure::new(
+                    Reason::BadRequest,
+                    "the client socket was not handed over after 200",
+                ),
+            );
+            line.write();
+            return;
+        };
+        tunnel::connect(proxy, state, client, early, line, plan, started).await
+    });
+    Response::new(empty())
+}
+
+/// The checks before a CONNECT's `200`: target, policy, addresses, and (without an SNI
+/// check to wait for) the dial.
+async fn plan_connect(
+    conn: &Conn,
+    state: &State,
+    line: &mut PendingLine,
+    req: &Request<Incoming>,
+) -> Result<Connect, Refused> {
     if conn.arrival.listener != Listener::Explicit {
         return Err(bad_request(
             "CONNECT is only served on the explicit listener",
@@ -168,61 +208,32 @@ async fn connect(
     let host = host::parse_host(host_text)
         .map_err(|e| bad_request(format!("bad host '{host_text}': {e}")))?;
     line.host = Some(host.to_string());
+    let with_host = |f: Failure| (f, Some(host.clone()));
 
-    let verdict = judge(&state, line, &host, port);
-    if !verdict.lets_through() {
-        let failure = Failure::new(verdict.reason, denial_detail(verdict.reason, &host, port));
-        conn.proxy.log.write(line);
-        return Ok(refusal(&failure, Some(&host)));
-    }
-    // A tunnel that report mode lets through, or whose SNI problems would only be reported,
-    // is observed (dialled first, any ClientHello checked) rather than held for a hello.
-    let enforce_sni = state.enforces(verdict.rule, line.client.ip());
-    let tls = if verdict.allowed && enforce_sni {
-        verdict.tls()
-    } else {
-        TlsRequirement::Any
-    };
-    let targets = upstream_targets(&state, &host, port)
+    let admitted = admit(state, line, &host, port).map_err(with_host)?;
+    line.step("resolving the upstream");
+    let targets = upstream_targets(state, &host, port)
         .await
-        .map_err(|f| (f, Some(host.clone())))?;
-
+        .map_err(with_host)?;
     // Without an SNI check the upstream is dialled before answering, so failures still get
     // a 502/504. With one, dialling waits until the ClientHello has passed.
-    let dialled = match tls {
-        TlsRequirement::Any => Some(
-            dial(&targets, state.config.timeouts.upstream_connect)
-                .await
-                .map_err(|f| (f, Some(host.clone())))?,
-        ),
+    let dialled = match admitted.tls {
+        TlsRequirement::Any => {
+            line.step("connecting to the upstream");
+            Some(
+                dial(&targets, state.config.timeouts.upstream_connect)
+                    .await
+                    .map_err(with_host)?,
+            )
+        }
         TlsRequirement::RequireSni => None,
     };
-    let upgrade = hyper::upgrade::on(&mut req);
-    let proxy = conn.proxy.clone();
-    let slot = conn.slot.clone();
-    let mut line = line.clone();
-    tokio::spawn(async move {
-        let _slot = slot;
-        let Some((client, early)) = take_socket(upgrade).await else {
-            record_failure(
-                &mut line,
-                &Failure::new(
-                    Reason::BadRequest,
-                    "the client socket was not handed over after 200",
-                ),
-            );
-            proxy.log.write(&line);
-            return;
-        };
-        let plan = Connect {
-            host,
-            targets,
-            dialled,
-            enforce_sni,
-        };
-        tunnel::connect(proxy, state, client, early, line, plan, started).await
-    });
-    Ok(Response::new(empty()))
+    Ok(Connect {
+        host,
+        targets,
+        dialled,
+        enforce_sni: admitted.enforced,
+    })
 }
 
 /// The client socket back from hyper after the `200`, with any bytes it read ahead.
@@ -237,87 +248,48 @@ async fn take_socket(upgrade: hyper::upgrade::OnUpgrade) -> Option<(TcpStream, V
 async fn forward(
     conn: &Arc<Conn>,
     state: Arc<State>,
-    line: &mut Decision,
+    mut line: PendingLine,
     req: Request<Incoming>,
     started: Instant,
-) -> Result<Response<Body>, Refused> {
-    let (host, port) = request_target(conn, req.uri(), req.headers())?;
-    line.host = Some(host.to_string());
-    line.port = Some(port);
-    let verdict = judge(&state, line, &host, port);
-    if !verdict.lets_through() {
-        let failure = Failure::new(verdict.reason, denial_detail(verdict.reason, &host, port));
-        conn.proxy.log.write(line);
-        return Ok(refusal(&failure, Some(&host)));
-    }
-    // Plain HTTP to a port whose rule expects TLS would carry cleartext a client chose to a
-    // service that expects a handshake: only port 80, or rules with `tls: any`.
-    if verdict.allowed && port != 80 && verdict.tls() == TlsRequirement::RequireSni {
-        let failure = Failure::new(
-            Reason::NoSni,
-            format!(
-                "plain HTTP to {host}:{port}: the rule requires TLS there (tls: any allows it)"
-            ),
-        );
-        if state.enforces(verdict.rule, line.client.ip()) {
-            return Err((failure, Some(host)));
-        }
-        line.decision = "deny";
-        line.reason = failure.reason;
-        line.enforced = false;
-        line.message = Some(format!("report mode: would deny: {}", failure.message));
-    }
-    let with_host = |f: Failure| (f, Some(host.clone()));
-    let targets = upstream_targets(&state, &host, port)
-        .await
-        .map_err(with_host)?;
-    let (upstream, addr) = dial(&targets, state.config.timeouts.upstream_connect)
-        .await
-        .map_err(with_host)?;
-    line.upstream = Some(addr);
-    conn.proxy.log.write(line);
-
-    let (counted, moved) = Counted::new(upstream);
-    let handshake = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(counted))
-        .await;
-    let (mut sender, connection) = match handshake {
-        Ok(pair) => pair,
-        Err(e) => {
-            return Ok(refusal(
-                &Failure::new(Reason::UpstreamUnreachable, e.to_string()),
-                None,
-            ))
-        }
-    };
+) -> Response<Body> {
+    let (host, port, mut sender, (connection, moved)) =
+        match plan_forward(conn, &state, &mut line, &req).await {
+            Ok(planned) => planned,
+            Err(refused) => return refuse(line, refused),
+        };
     let proxy = conn.proxy.clone();
     let slot = conn.slot.clone();
-    let mut closing = line.clone();
     let idle = state.config.timeouts.idle;
-    // What went wrong after the decision (no response, upstream error), for the close line.
-    let outcome = Arc::new(std::sync::OnceLock::<String>::new());
-    let noted = outcome.clone();
+    // The decision is known once the upstream has answered: the allowed line goes to the
+    // task that drives the connection, which ends it with the close line.
+    let (decided, allowed) = tokio::sync::oneshot::channel::<Decision>();
     tokio::spawn(async move {
         let _slot = slot;
         let (up, down) = moved.counters();
+        let mut idled = false;
         // A stalled upstream body or client upload must not hold the slot forever.
         tokio::select! {
             _ = connection => {}
-            _ = watch_idle(idle, up, down) => {
-                let _ = noted.set(format!("idle for {}s", idle.as_secs()));
-            }
+            _ = watch_idle(idle, up, down) => idled = true,
             _ = proxy.closing() => {}
         }
-        closing.message = noted.get().cloned();
+        let Ok(mut closing) = allowed.await else {
+            return; // refused: its line is already written
+        };
+        if idled {
+            closing.message = Some(format!("idle for {}s", idle.as_secs()));
+        }
         let (up, down) = moved.totals();
         proxy.log.close(&closing, up, down, started.elapsed());
     });
+    line.step("waiting for the upstream's response");
     let outgoing = outgoing_request(req, &host, port);
     let failure = match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
         Ok(Ok(response)) => {
+            let _ = decided.send(line.write());
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            return Ok(Response::from_parts(parts, Either::Right(body)));
+            return Response::from_parts(parts, Either::Right(body));
         }
         Err(_) => Failure::new(
             Reason::Timeout,
@@ -325,8 +297,69 @@ async fn forward(
         ),
         Ok(Err(e)) => Failure::new(Reason::UpstreamUnreachable, format!("upstream failed: {e}")),
     };
-    let _ = outcome.set(format!("{}: {}", failure.reason, failure.message));
-    Ok(refusal(&failure, None))
+    refuse(line, (failure, None))
+}
+
+type Forwarding = (
+    Host,
+    u16,
+    hyper::client::conn::http1::SendRequest<Incoming>,
+    (
+        hyper::client::conn::http1::Connection<TokioIo<Counted<TcpStream>>, Incoming>,
+        Arc<super::counted::Totals>,
+    ),
+);
+
+/// The checks before a plain-HTTP request is sent on: target, policy, cleartext, addresses,
+/// the dial and the upstream HTTP handshake. The decision line is written only after all of
+/// them, so an upstream that fails its handshake is a denial, not an `allow` with no end.
+async fn plan_forward(
+    conn: &Conn,
+    state: &State,
+    line: &mut PendingLine,
+    req: &Request<Incoming>,
+) -> Result<Forwarding, Refused> {
+    let (host, port) = request_target(conn, req.uri(), req.headers())?;
+    line.host = Some(host.to_string());
+    line.port = Some(port);
+    let with_host = |f: Failure| (f, Some(host.clone()));
+    let admitted = admit(state, line, &host, port).map_err(with_host)?;
+    // Plain HTTP to a port whose rule expects TLS would carry cleartext a client chose to a
+    // service that expects a handshake: only port 80, or rules with `tls: any`.
+    let rule_tls = admitted.rule.map(|r| r.tls).unwrap_or_default();
+    if line.allowed() && port != 80 && rule_tls == TlsRequirement::RequireSni {
+        denial(
+            line,
+            admitted.enforced,
+            Failure::new(
+                Reason::NoSni,
+                format!(
+                    "plain HTTP to {host}:{port}: the rule requires TLS there (tls: any allows it)"
+                ),
+            ),
+        )
+        .map_err(with_host)?;
+    }
+    line.step("resolving the upstream");
+    let targets = upstream_targets(state, &host, port)
+        .await
+        .map_err(with_host)?;
+    line.step("connecting to the upstream");
+    let (upstream, addr) = dial(&targets, state.config.timeouts.upstream_connect)
+        .await
+        .map_err(with_host)?;
+    line.upstream = Some(addr);
+    let (counted, moved) = Counted::new(upstream);
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(counted))
+        .await
+        .map_err(|e| {
+            with_host(Failure::new(
+                Reason::UpstreamUnreachable,
+                format!("HTTP handshake with {addr} failed: {e}"),
+            ))
+        })?;
+    Ok((host, port, sender, (connection, moved)))
 }
 
 /// The host and port a plain-HTTP request is for, after the consistency checks.
@@ -340,35 +373,42 @@ fn request_target(conn: &Conn, uri: &Uri, headers: &HeaderMap) -> Result<(Host, 
         _ => return Err(bad_request("more than one Host header")),
     };
     let from_header = host_header.map(parse_target).transpose()?;
-    match conn.arrival.listener {
-        Listener::Explicit => {
-            let Some(authority) = uri.authority() else {
-                return Err(bad_request(
-                    "not a proxy request: use an absolute URI (GET http://host/...) or CONNECT",
-                ));
-            };
+    // An absolute-form URI names the target on either listener; `Host` must agree with it.
+    let from_uri = match uri.authority() {
+        Some(authority) => {
             if uri.scheme_str() != Some("http") {
                 return Err(bad_request(
                     "only http:// URIs are proxied; use CONNECT for https",
                 ));
             }
             let (host, port) = parse_target(authority.as_str())?;
-            let port = port.unwrap_or(80);
-            if let Some((header_host, header_port)) = from_header {
-                if header_host != host || header_port.unwrap_or(80) != port {
-                    return Err(bad_request(
-                        "the Host header names another host than the URI",
-                    ));
-                }
-            }
-            Ok((host, port))
+            Some((host, port.unwrap_or(80)))
         }
+        None => None,
+    };
+    if let (Some((uri_host, uri_port)), Some((header_host, header_port))) =
+        (&from_uri, &from_header)
+    {
+        if header_host != uri_host || header_port.unwrap_or(80) != *uri_port {
+            return Err(bad_request(
+                "the Host header names another host than the URI",
+            ));
+        }
+    }
+    match conn.arrival.listener {
+        Listener::Explicit => from_uri.ok_or_else(|| {
+            bad_request("not a proxy request: use an absolute URI (GET http://host/...) or CONNECT")
+        }),
         _ => {
-            let (host, header_port) = from_header.ok_or_else(|| bad_request("no Host header"))?;
             let port = conn.arrival.port();
-            if header_port.is_some_and(|p| p != port) {
+            let (host, named_port) = match (from_uri, from_header) {
+                (Some((host, uri_port)), _) => (host, Some(uri_port)),
+                (None, Some((host, header_port))) => (host, header_port),
+                (None, None) => return Err(bad_request("no Host header")),
+            };
+            if named_port.is_some_and(|p| p != port) {
                 return Err(bad_request(format!(
-                    "the Host header names another port than the connection's {port}"
+                    "the request names another port than the connection's {port}"
                 )));
             }
             Ok((host, port))
@@ -440,26 +480,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn denial_detail(reason: Reason, host: &Host, port: u16) -> String {
-    match reason {
-        Reason::Port => format!("{host} is allowed, but not on port {port}"),
-        Reason::Client => format!("{host}:{port} is allowed, but not for this client"),
-        _ => format!("no rule allows {host}:{port}"),
-    }
-}
-
+/// The reply for a refused request, as [`Reason::reply`] makes every reply.
 fn refusal(failure: &Failure, host: Option<&Host>) -> Response<Body> {
-    let status = StatusCode::from_u16(failure.reason.status()).unwrap_or(StatusCode::FORBIDDEN);
-    let text = refusal_text(failure.reason, &failure.message, host);
-    let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
-    *response.status_mut() = status;
+    let reply = failure.reason.reply(&failure.message, refusal_hint(host));
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(reply.body))));
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::FORBIDDEN);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if failure.reason == Reason::BadRequest {
-        // After a malformed request the connection's framing can't be trusted: close it.
+    if reply.close {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response

@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::log::{Decision, DecisionLog};
-use crate::policy::{ip, Host, Request, Verdict};
+use crate::log::{Action, Decision, DecisionLog};
+use crate::policy::{ip, Host, Request, TlsRequirement};
 use crate::reason::Reason;
 use crate::resolve::Resolver;
 
@@ -207,49 +207,100 @@ impl Failure {
     }
 }
 
-/// Applies the policy to a request and records the verdict in the decision line.
-pub fn judge<'s>(state: &'s State, line: &mut Decision, host: &Host, port: u16) -> Verdict<'s> {
-    let mut verdict = state.config.policy.decide(&Request {
+/// What the policy let through, or what report mode lets go on.
+pub struct Admitted<'s> {
+    pub rule: Option<&'s crate::policy::Rule>,
+    /// Whether a later check's failure (the tunnel's SNI, cleartext where TLS is expected)
+    /// is a denial, or only a would-be denial under report mode.
+    pub enforced: bool,
+    /// The rule's TLS requirement; `Any` when report mode observes instead of holding.
+    pub tls: TlsRequirement,
+}
+
+/// Judges a request and records the verdict in its line. A denial is refused, or where
+/// report mode covers the request (top-level or rule `mode`, `report_clients`, until
+/// `report_until`), logged as a would-be denial and let go on. The only place enforcement is
+/// computed.
+pub fn admit<'s>(
+    state: &'s State,
+    line: &mut Decision,
+    host: &Host,
+    port: u16,
+) -> Result<Admitted<'s>, Failure> {
+    let verdict = state.config.policy.decide(&Request {
         client: line.client.ip(),
         host,
         port,
     });
-    if !verdict.allowed && !verdict.enforced && state.report_ended() {
-        verdict.enforced = true;
-        line.message = Some("report mode has ended (report_until): enforced".to_owned());
+    let mut enforced = verdict.enforced;
+    let mut ended = "";
+    if !enforced && state.report_ended() {
+        enforced = true;
+        ended = "; report mode has ended (report_until): enforced";
     }
-    record(line, &verdict);
-    verdict
-}
-
-/// Writes a verdict's fields into the decision line.
-pub fn record(line: &mut Decision, verdict: &Verdict<'_>) {
-    line.decision = if verdict.allowed { "allow" } else { "deny" };
-    line.enforced = verdict.allowed || verdict.enforced;
-    line.reason = verdict.reason;
     line.rule = verdict.rule_name().map(str::to_owned);
-}
-
-/// Records a failure after the policy step (or a malformed request) in the decision line.
-pub fn record_failure(line: &mut Decision, failure: &Failure) {
-    line.decision = "deny";
-    line.enforced = true;
-    line.reason = failure.reason;
-    line.message = Some(failure.message.clone());
-}
-
-/// The one-line body for a refusal: the reason word, the detail, and for AWS service names
-/// or metadata addresses the hint that such traffic belongs on a VPC endpoint.
-pub fn refusal_text(reason: Reason, detail: &str, host: Option<&Host>) -> String {
-    let mut text = format!("egress-proxy: {reason}: {detail}");
-    if host.is_some_and(is_aws_service) {
-        text.push_str(
-            "; AWS service and metadata traffic belongs on a VPC endpoint or the metadata \
-             endpoint directly: add it to NO_PROXY",
-        );
+    if verdict.allowed {
+        line.decision = Action::Allow;
+        line.enforced = true;
+        line.reason = Reason::Rule;
+    } else {
+        let detail = denial_detail(verdict.reason, host, port);
+        denial(
+            line,
+            enforced,
+            Failure::new(verdict.reason, format!("{detail}{ended}")),
+        )?;
     }
-    text.push('\n');
-    text
+    // A tunnel that report mode lets through, or whose SNI problems would only be reported,
+    // is observed (dialled first, any ClientHello checked) rather than held for a hello.
+    let tls = if verdict.allowed && enforced {
+        verdict.tls()
+    } else {
+        TlsRequirement::Any
+    };
+    Ok(Admitted {
+        rule: verdict.rule,
+        enforced,
+        tls,
+    })
+}
+
+/// The one place a failure becomes a denial or, where the request is only reported, a
+/// would-be denial that goes on (`Ok`). Failures that leave nothing to go on (no address,
+/// nothing answered) are passed with `enforced` true.
+pub fn denial(line: &mut Decision, enforced: bool, failure: Failure) -> Result<(), Failure> {
+    line.decision = Action::Deny;
+    line.reason = failure.reason;
+    line.enforced = enforced;
+    if enforced {
+        line.note(&failure.message);
+        return Err(failure);
+    }
+    line.note(&format!("report mode: would deny: {}", failure.message));
+    Ok(())
+}
+
+/// Records a failure that ends the request (after the policy step, or a malformed request).
+pub fn record_failure(line: &mut Decision, failure: &Failure) {
+    let _ = denial(line, true, failure.clone());
+}
+
+/// The detail a policy denial gives the client and the log.
+pub fn denial_detail(reason: Reason, host: &Host, port: u16) -> String {
+    match reason {
+        Reason::Port => format!("{host} is allowed, but not on port {port}"),
+        Reason::Client => format!("{host}:{port} is allowed, but not for this client"),
+        _ => format!("{host}:{port} is not on the allowlist"),
+    }
+}
+
+/// For AWS service names and metadata addresses, the hint that such traffic belongs on a
+/// VPC endpoint, added to the refusal.
+pub fn refusal_hint(host: Option<&Host>) -> Option<&'static str> {
+    host.is_some_and(is_aws_service).then_some(
+        "AWS service and metadata traffic belongs on a VPC endpoint or the metadata \
+         endpoint directly: add it to NO_PROXY",
+    )
 }
 
 fn is_aws_service(host: &Host) -> bool {

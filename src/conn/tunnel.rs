@@ -9,8 +9,10 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 
 use super::splice::{self, write_all};
-use super::{dial, record, record_failure, upstream_targets, Arrival, Failure, Proxy, State};
-use crate::log::Decision;
+use super::{
+    admit, denial, dial, record_failure, upstream_targets, Arrival, Failure, Proxy, State,
+};
+use crate::log::{Decision, PendingLine};
 use crate::policy::{host, Host};
 use crate::reason::Reason;
 use crate::wire::client_hello::{
@@ -37,10 +39,11 @@ pub async fn connect(
     state: Arc<State>,
     client: TcpStream,
     early: Vec<u8>,
-    mut line: Decision,
+    mut line: PendingLine,
     plan: Connect,
     started: Instant,
 ) {
+    line.step("reading the tunnel's first bytes");
     let mut first = early;
     let deadline = Instant::now() + state.config.timeouts.client_handshake;
     let checked = match &plan.dialled {
@@ -61,20 +64,13 @@ pub async fn connect(
         }
     };
     if let Err(failure) = checked {
-        if plan.enforce_sni || failure.reason == Reason::Timeout {
+        // A timeout leaves no hello to judge: nothing to let through even in report mode.
+        let enforced = plan.enforce_sni || failure.reason == Reason::Timeout;
+        if denial(&mut line, enforced, failure).is_err() {
             line.upstream = None;
-            record_failure(&mut line, &failure);
-            proxy.log.write(&line);
+            line.write();
             return;
         }
-        // Report mode: log the would-be denial and go on.
-        line.message = Some(format!(
-            "report mode: would deny ({}): {}",
-            failure.reason, failure.message
-        ));
-        line.decision = "deny";
-        line.reason = failure.reason;
-        line.enforced = false;
     }
     match plan.dialled {
         Some((upstream, _)) => {
@@ -158,9 +154,10 @@ fn server_spoke(upstream: &TcpStream) -> bool {
 pub async fn transparent(proxy: Arc<Proxy>, client: TcpStream, arrival: Arrival) {
     let started = Instant::now();
     let state = proxy.state();
-    let mut line = arrival.line();
+    let mut line = PendingLine::new(&proxy.log, arrival.line());
     let port = arrival.port();
     line.port = Some(port);
+    line.step("reading the ClientHello");
     let mut first = Vec::new();
     let deadline = Instant::now() + state.config.timeouts.client_handshake;
     let host = read_hello(&client, &mut first, deadline)
@@ -186,28 +183,29 @@ pub async fn transparent(proxy: Arc<Proxy>, client: TcpStream, arrival: Arrival)
         Ok(host) => host,
         // A connection that closes without sending a byte (a load balancer's TCP health
         // check, a port scan) asked for nothing: no decision to log.
-        Err(failure) if first.is_empty() && failure.reason != Reason::Timeout => return,
+        Err(failure) if first.is_empty() && failure.reason != Reason::Timeout => {
+            return line.discard()
+        }
         Err(failure) => {
             record_failure(&mut line, &failure);
-            proxy.log.write(&line);
+            line.write();
             return;
         }
     };
     line.host = Some(host.to_string());
-    let verdict = super::judge(&state, &mut line, &host, port);
-    if !verdict.lets_through() {
-        proxy.log.write(&line);
+    if admit(&state, &mut line, &host, port).is_err() {
+        line.write();
         return;
     }
+    line.step("resolving the upstream");
     let targets = match upstream_targets(&state, &host, port).await {
         Ok(targets) => targets,
         Err(failure) => {
             record_failure(&mut line, &failure);
-            proxy.log.write(&line);
+            line.write();
             return;
         }
     };
-    record(&mut line, &verdict);
     dial_and_splice(&proxy, &state, client, &first, line, &targets, started).await;
 }
 
@@ -218,15 +216,16 @@ async fn dial_and_splice(
     state: &State,
     client: TcpStream,
     first: &[u8],
-    mut line: Decision,
+    mut line: PendingLine,
     targets: &[SocketAddr],
     started: Instant,
 ) {
+    line.step("connecting to the upstream");
     let (upstream, addr) = match dial(targets, state.config.timeouts.upstream_connect).await {
         Ok(connected) => connected,
         Err(failure) => {
             record_failure(&mut line, &failure);
-            proxy.log.write(&line);
+            line.write();
             return;
         }
     };
@@ -242,10 +241,10 @@ pub async fn splice_dialled(
     client: TcpStream,
     upstream: TcpStream,
     first: &[u8],
-    mut line: Decision,
+    line: PendingLine,
     started: Instant,
 ) {
-    proxy.log.write(&line);
+    let mut line = line.write();
     let _ = client.set_nodelay(true);
     let moved = match write_all(&upstream, first).await {
         Ok(()) => {

@@ -208,7 +208,8 @@ impl Policy {
                 allowed: true,
                 reason: Reason::Rule,
                 rule: Some(rule),
-                enforced: true,
+                // What the tunnel's later checks (SNI) do if they fail.
+                enforced: self.enforces(Some(rule), request.client),
             };
         }
         let (reason, rule) = match nearest {

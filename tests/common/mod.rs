@@ -37,6 +37,74 @@ impl ClosedPort {
     }
 }
 
+/// A loopback address where a connection attempt hangs: its listener's backlog (0) is
+/// already taken by one connection nobody accepts, so further SYNs are dropped. Lets a test
+/// hold the proxy in its dial for as long as it likes, with no clock involved.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _filler: TcpStream,
+}
+
+impl BlackHole {
+    pub fn new() -> BlackHole {
+        let listener =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        listener.bind(&any.into()).unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let filler = TcpStream::connect(addr).unwrap();
+        BlackHole {
+            addr,
+            _listener: listener,
+            _filler: filler,
+        }
+    }
+
+    /// Connection attempts to the black hole under way now (sockets in SYN-SENT towards it,
+    /// from /proc/net/tcp): how a test sees that the proxy is dialling.
+    pub fn dialling(&self) -> usize {
+        let remote = format!("0100007F:{:04X}", self.addr.port());
+        std::fs::read_to_string("/proc/net/tcp")
+            .unwrap()
+            .lines()
+            .skip(1)
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"02")
+            })
+            .count()
+    }
+
+    /// Waits (up to 30 s) until no connection attempt to the black hole is under way.
+    pub fn wait_dialling_ends(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.dialling() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "a dial to {} never ended",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits (up to 30 s) until `n` connection attempts to the black hole are under way.
+    pub fn wait_dialling(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.dialling() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{n} dials did not reach the black hole {}; /proc/net/tcp:\n{}",
+                self.addr,
+                std::fs::read_to_string("/proc/net/tcp").unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 /// A running proxy. Killed on drop.
 pub struct Proxy {
     pub child: Child,
@@ -647,4 +715,20 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The first flight of a real rustls client for `sni`: a ClientHello as clients send it.
+pub fn rustls_hello(sni: &str) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut out = Vec::new();
+    client.write_tls(&mut out).unwrap();
+    out
 }
