@@ -7,17 +7,22 @@
 //!
 //! In the order a connection meets them:
 //!
-//! - [`serve`]: bind listeners, accept under the connection cap, drain on SIGTERM.
-//! - [`conn`]: per-listener handling ([`conn::http`] for CONNECT and plain HTTP,
-//!   [`conn::tunnel`] for tunnels and transparent TLS) over the shared steps in `conn`.
-//! - [`wire`]: reading what clients send: authorities and the TLS ClientHello (pure).
+//! - [`serve`]: bind listeners (port 0 asks the kernel), accept under the connection cap and
+//!   while the decision log has room, drain on shutdown.
+//! - [`conn`]: one path per listener, each top-down in its own file ([`conn::explicit`],
+//!   [`conn::plain`], [`conn::sni`]), over the shared steps in `conn`: admit (policy and
+//!   report mode, decided once), resolve and check addresses, dial; then [`conn::forward`]
+//!   or [`conn::tunnel`] to the end.
+//! - [`request`]: what was asked; [`wire`]: reading it (authorities, the TLS ClientHello; pure).
 //! - [`policy`]: host names, patterns, the rule index and `decide`; the upstream address
 //!   deny table (pure).
 //! - [`resolve`]: static overrides, then DNS.
-//! - [`log`]: the decision line; [`metrics`] and [`admin`]: what operators scrape.
+//! - [`log`]: the decision line and the guard that writes it once whatever ends a request;
+//!   [`metrics`] and [`admin`]: what operators scrape.
+//! - [`reason`]: every outcome's machine word, HTTP status and reply, in one table.
 //! - [`config`]: YAML → checked `Config`, its sources; [`reload`] swaps it while serving.
-//! - [`reason`]: every outcome's machine word and HTTP status, in one table.
-//! - [`calendar`]: date arithmetic for timestamps and `report_until`.
+//! - [`check`]: the same admit and address steps for one request, without dialling.
+//! - [`sys`]: every libc call; [`calendar`]: dates for timestamps and `report_until`.
 
 pub mod admin;
 pub mod calendar;

@@ -14,9 +14,7 @@ use tokio::sync::Semaphore;
 use crate::admin;
 use crate::config::source::{Loaded, Source};
 use crate::config::Listeners;
-use crate::conn::{
-    build_state, http, record_failure, tunnel, Arrival, Failure, Phase, Proxy, Slot,
-};
+use crate::conn::{build_state, http, record_failure, sni, Arrival, Failure, Phase, Proxy, Slot};
 use crate::log::{Decision, DecisionLog, Listener};
 use crate::reason::Reason;
 use crate::reload;
@@ -200,7 +198,7 @@ async fn accept_loop(
             match listener {
                 Listener::TransparentTls => {
                     let _slot = slot;
-                    tunnel::transparent(proxy, stream, arrival).await
+                    sni::serve(proxy, stream, arrival).await
                 }
                 _ => http::serve(proxy, stream, arrival, slot).await,
             }

@@ -1,6 +1,6 @@
-//! Tunnels: CONNECT after its `200`, and the transparent TLS listener. Reads the client's
-//! ClientHello (never terminating or altering TLS), checks its SNI, dials, forwards the
-//! bytes it read first and then splices.
+//! A tunnel once it is allowed: a CONNECT after its `200`, or a transparent TLS connection
+//! after its hello. Reads the client's ClientHello (never terminating or altering TLS),
+//! checks its SNI, dials, forwards the bytes it read first, splices, and logs the close.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,9 +9,7 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 
 use super::splice::{self, write_all};
-use super::{
-    admit, denial, dial, record_failure, upstream_targets, Arrival, Failure, Proxy, State,
-};
+use super::{denial, dial, record_failure, Failure, Proxy, State};
 use crate::log::{Decision, PendingLine};
 use crate::policy::{host, Host};
 use crate::reason::Reason;
@@ -19,64 +17,71 @@ use crate::wire::client_hello::{
     next_record_end, parse_client_hello, ClientHelloInfo, HelloError, HelloOutcome,
 };
 
-/// A CONNECT the policy let through, with its upstream addresses already resolved and
-/// checked; the `200` has been sent.
+/// Where a CONNECT's upstream stands when its `200` goes out.
+pub enum Upstream {
+    /// `tls: any` (and report mode) dial before the `200`, so failures still get a 502/504.
+    Dialled(TcpStream, SocketAddr),
+    /// `require_sni` dials these only once the ClientHello has passed.
+    AfterHello(Vec<SocketAddr>),
+}
+
+/// A CONNECT the policy let through, with its upstream addresses resolved and checked.
 pub struct Connect {
     pub host: Host,
-    pub targets: Vec<SocketAddr>,
-    /// `tls: any` dials before the `200` (so failures still get a 502/504); `require_sni`
-    /// dials only once the ClientHello has passed.
-    pub dialled: Option<(TcpStream, SocketAddr)>,
+    pub upstream: Upstream,
     /// Whether an SNI problem closes the tunnel (false in report mode: it is only logged).
     pub enforce_sni: bool,
 }
 
-/// Runs an allowed CONNECT tunnel: `early` holds bytes the client sent after its request head.
-/// Whatever the rule's `tls`, a ClientHello that carries an SNI must name the CONNECT host;
-/// `require_sni` also insists that there is one.
-pub async fn connect(
-    proxy: Arc<Proxy>,
-    state: Arc<State>,
-    client: TcpStream,
-    early: Vec<u8>,
-    mut line: PendingLine,
-    plan: Connect,
-    started: Instant,
-) {
+/// An allowed tunnel on its way: the client socket, the bytes read from it so far (the
+/// ClientHello, forwarded first and unchanged), and the request's line.
+pub struct Tunnel {
+    pub proxy: Arc<Proxy>,
+    pub state: Arc<State>,
+    pub client: TcpStream,
+    pub first: Vec<u8>,
+    pub line: PendingLine,
+    pub started: Instant,
+}
+
+/// Runs an allowed CONNECT tunnel after its `200`; `tunnel.first` holds any bytes the client
+/// sent after its request head. Whatever the rule's `tls`, a ClientHello that carries an SNI
+/// must name the CONNECT host; `require_sni` also insists that there is one.
+pub async fn connect(mut tunnel: Tunnel, plan: Connect) {
+    let Tunnel {
+        proxy,
+        state,
+        client,
+        first,
+        line,
+        ..
+    } = &mut tunnel;
     line.step("reading the tunnel's first bytes");
-    let mut first = early;
     let deadline = Instant::now() + state.config.timeouts.client_handshake;
-    let checked = match &plan.dialled {
-        None => read_hello(&client, &mut first, deadline)
-            .await
-            .and_then(|hello| {
-                line.sni = hello.sni.clone();
-                note_ech(&mut line, &hello);
-                sni_names(hello.sni.as_deref(), &plan.host)
-            }),
-        Some((upstream, addr)) => {
+    let checked = match &plan.upstream {
+        Upstream::AfterHello(_) => read_hello(client, first, deadline).await.and_then(|hello| {
+            line.sni = hello.sni.clone();
+            note_ech(line, &hello);
+            sni_names(hello.sni.as_deref(), &plan.host)
+        }),
+        Upstream::Dialled(upstream, addr) => {
             line.upstream = Some(*addr);
             let stop = proxy.closing();
-            inspect_first(
-                &client, upstream, &mut first, &mut line, &plan.host, &state, stop,
-            )
-            .await
+            inspect_first(client, upstream, first, line, &plan.host, state, stop).await
         }
     };
     if let Err(failure) = checked {
         // A timeout leaves no hello to judge: nothing to let through even in report mode.
         let enforced = plan.enforce_sni || failure.reason == Reason::Timeout;
-        if denial(&mut line, enforced, failure).is_err() {
-            line.upstream = None;
-            line.write();
+        if denial(line, enforced, failure).is_err() {
+            tunnel.line.upstream = None;
+            tunnel.line.write();
             return;
         }
     }
-    match plan.dialled {
-        Some((upstream, _)) => {
-            splice_dialled(&proxy, &state, client, upstream, &first, line, started).await
-        }
-        None => dial_and_splice(&proxy, &state, client, &first, line, &plan.targets, started).await,
+    match plan.upstream {
+        Upstream::Dialled(upstream, _) => tunnel.splice(upstream).await,
+        Upstream::AfterHello(targets) => tunnel.dial_and_splice(&targets).await,
     }
 }
 
@@ -150,126 +155,52 @@ fn server_spoke(upstream: &TcpStream) -> bool {
     !matches!(peeked, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-/// Runs a connection redirected to the transparent TLS listener: the SNI is the request.
-pub async fn transparent(proxy: Arc<Proxy>, client: TcpStream, arrival: Arrival) {
-    let started = Instant::now();
-    let state = proxy.state();
-    let mut line = PendingLine::new(&proxy.log, arrival.line());
-    let port = arrival.port();
-    line.port = Some(port);
-    line.step("reading the ClientHello");
-    let mut first = Vec::new();
-    let deadline = Instant::now() + state.config.timeouts.client_handshake;
-    let host = read_hello(&client, &mut first, deadline)
-        .await
-        .and_then(|hello| {
-            line.sni = hello.sni.clone();
-            note_ech(&mut line, &hello);
-            let sni = hello.sni.as_deref().ok_or_else(|| {
-                Failure::new(Reason::NoSni, "the ClientHello carries no server name")
-            })?;
-            match host::parse_host(sni) {
-                Ok(Host::Name(name)) => Ok(Host::Name(name)),
-                Ok(Host::Ip(_)) => {
-                    Err(Failure::new(Reason::BadRequest, "the SNI is an IP literal"))
-                }
-                Err(e) => Err(Failure::new(
-                    Reason::BadRequest,
-                    format!("the SNI is not a valid host name: {e}"),
-                )),
+impl Tunnel {
+    /// Dials the first target that answers, then [`Tunnel::splice`]s; a dial that fails is
+    /// the request's denial.
+    pub async fn dial_and_splice(mut self, targets: &[SocketAddr]) {
+        self.line.step("connecting to the upstream");
+        let budget = self.state.config.timeouts.upstream_connect;
+        match dial(targets, budget).await {
+            Ok((upstream, addr)) => {
+                self.line.upstream = Some(addr);
+                self.splice(upstream).await
             }
-        });
-    let host = match host {
-        Ok(host) => host,
-        // A connection that closes without sending a byte (a load balancer's TCP health
-        // check, a port scan) asked for nothing: no decision to log.
-        Err(failure) if first.is_empty() && failure.reason != Reason::Timeout => {
-            return line.discard()
+            Err(failure) => {
+                record_failure(&mut self.line, &failure);
+                self.line.write();
+            }
         }
-        Err(failure) => {
-            record_failure(&mut line, &failure);
-            line.write();
-            return;
-        }
-    };
-    line.host = Some(host.to_string());
-    if admit(&state, &mut line, &host, port).is_err() {
-        line.write();
-        return;
     }
-    line.step("resolving the upstream");
-    let targets = match upstream_targets(&state, &host, port).await {
-        Ok(targets) => targets,
-        Err(failure) => {
-            record_failure(&mut line, &failure);
-            line.write();
-            return;
-        }
-    };
-    dial_and_splice(&proxy, &state, client, &first, line, &targets, started).await;
-}
 
-/// Dials the first target that answers, logs the decision, forwards `first`, then splices
-/// until the tunnel ends and logs the close line.
-async fn dial_and_splice(
-    proxy: &Proxy,
-    state: &State,
-    client: TcpStream,
-    first: &[u8],
-    mut line: PendingLine,
-    targets: &[SocketAddr],
-    started: Instant,
-) {
-    line.step("connecting to the upstream");
-    let (upstream, addr) = match dial(targets, state.config.timeouts.upstream_connect).await {
-        Ok(connected) => connected,
-        Err(failure) => {
-            record_failure(&mut line, &failure);
-            line.write();
-            return;
+    /// Logs the decision for a connected tunnel, forwards the first bytes, splices until the
+    /// tunnel ends and logs the close line.
+    pub async fn splice(self, upstream: TcpStream) {
+        let Tunnel {
+            proxy,
+            state,
+            client,
+            first,
+            line,
+            started,
+        } = self;
+        let mut line = line.write();
+        let _ = client.set_nodelay(true);
+        let idle = state.config.timeouts.idle;
+        let moved = match write_all(&upstream, &first).await {
+            Ok(()) => splice::splice(&client, &upstream, idle, proxy.closing()).await,
+            Err(_) => splice::Moved {
+                up: 0,
+                down: 0,
+                idle_timeout: false,
+            },
+        };
+        if moved.idle_timeout {
+            line.note(&format!("idle for {}s", idle.as_secs()));
         }
-    };
-    line.upstream = Some(addr);
-    splice_dialled(proxy, state, client, upstream, first, line, started).await;
-}
-
-/// Logs the decision for a connected tunnel, forwards `first`, splices until the tunnel
-/// ends and logs the close line.
-pub async fn splice_dialled(
-    proxy: &Proxy,
-    state: &State,
-    client: TcpStream,
-    upstream: TcpStream,
-    first: &[u8],
-    line: PendingLine,
-    started: Instant,
-) {
-    let mut line = line.write();
-    let _ = client.set_nodelay(true);
-    let moved = match write_all(&upstream, first).await {
-        Ok(()) => {
-            splice::splice(
-                &client,
-                &upstream,
-                state.config.timeouts.idle,
-                proxy.closing(),
-            )
-            .await
-        }
-        Err(_) => splice::Moved {
-            up: 0,
-            down: 0,
-            idle_timeout: false,
-        },
-    };
-    if moved.idle_timeout {
-        line.message = Some(format!(
-            "idle for {}s",
-            state.config.timeouts.idle.as_secs()
-        ));
+        let up = first.len() as u64 + moved.up;
+        proxy.log.close(&line, up, moved.down, started.elapsed());
     }
-    let up = first.len() as u64 + moved.up;
-    proxy.log.close(&line, up, moved.down, started.elapsed());
 }
 
 /// Reads from `client` into `buf` until it holds a whole ClientHello, within `deadline`.
@@ -358,7 +289,7 @@ pub fn sni_names(sni: Option<&str>, asked: &Host) -> Result<(), Failure> {
     }
 }
 
-fn note_ech(line: &mut Decision, hello: &ClientHelloInfo) {
+pub fn note_ech(line: &mut Decision, hello: &ClientHelloInfo) {
     if hello.has_ech {
         line.message = Some("encrypted ClientHello: judged on the outer SNI".to_owned());
     }
