@@ -178,7 +178,13 @@ async fn run(source: &str) -> ExitCode {
         // Signals are hooked before binding, so a SIGTERM right after start still drains.
         let stop = serve::stop_signal().await?;
         let bound = serve::Bound::bind(&loaded.config.listeners).await?;
-        serve::run(Source::parse(source), loaded, bound, stop).await
+        let serving = serve::Serving {
+            source: Source::parse(source),
+            loaded,
+            bound,
+            log: egress_proxy::log::DecisionLog::to_stdout(),
+        };
+        serve::run(serving, stop).await
     };
     match started.await {
         Ok(()) => ExitCode::SUCCESS,

@@ -63,22 +63,35 @@ impl Bound {
     }
 }
 
-/// Serves on `bound` until `shutdown` completes, then drains: no new connections, open ones
-/// get `timeouts.drain` to finish, the rest are closed, every line reaches stdout.
+/// What a proxy serves with: its config as loaded from its source, its bound listeners, and
+/// where its decision lines go (stdout in the binary; tests may pass their own sink).
+pub struct Serving {
+    pub source: Source,
+    pub loaded: Loaded,
+    pub bound: Bound,
+    pub log: DecisionLog,
+}
+
+/// Serves until `shutdown` completes, then drains: no new connections, open ones get
+/// `timeouts.drain` to finish, the rest are closed, every line reaches the log.
 pub async fn run(
-    source: Source,
-    loaded: Loaded,
-    bound: Bound,
+    serving: Serving,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
     crate::sys::raise_fd_limit();
+    let Serving {
+        source,
+        loaded,
+        bound,
+        log,
+    } = serving;
     let Loaded { text, mut config } = loaded;
     let addresses = bound.addresses();
     config.listeners = addresses.clone();
     let max_connections = config.limits.max_connections;
     crate::metrics::install();
     crate::metrics::config_in_force(config.policy.rules().iter().map(|r| r.name.as_str()));
-    let proxy = Arc::new(Proxy::new(build_state(config), DecisionLog::to_stdout()));
+    let proxy = Arc::new(Proxy::new(build_state(config), log));
     let slots = Arc::new(Semaphore::new(max_connections));
 
     let mut accepting = Vec::new();
