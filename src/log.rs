@@ -331,13 +331,18 @@ impl PendingLine {
         self.written = true;
     }
 
-    /// Writes the line now; the returned copy is what a close line starts from.
-    pub fn write(mut self) -> Decision {
+    /// Writes the line now.
+    pub fn write(mut self) {
         self.written = true;
         let blank = Decision::new(self.line.listener, self.line.client);
-        let line = std::mem::replace(&mut *self.line, blank);
-        self.log.write(&line);
-        line
+        self.log.send(std::mem::replace(&mut *self.line, blank));
+    }
+
+    /// Writes the line now and keeps a copy, which the close line starts from.
+    pub fn write_keeping(self) -> Decision {
+        let kept = (*self.line).clone();
+        self.write();
+        kept
     }
 }
 
@@ -457,7 +462,7 @@ mod tests {
         // Written on purpose: once.
         let mut written = PendingLine::new(&log, Decision::new(Listener::Explicit, client));
         written.host = Some("written.test".into());
-        let copy = written.write();
+        let copy = written.write_keeping();
         assert_eq!(copy.host.as_deref(), Some("written.test"));
         // Dropped mid-way: once, saying where it stopped.
         let mut dropped = PendingLine::new(&log, Decision::new(Listener::Explicit, client));

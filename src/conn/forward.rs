@@ -63,7 +63,7 @@ pub async fn forward(
     let outgoing = outgoing_request(req, &host, port);
     let failure = match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
         Ok(Ok(response)) => {
-            let _ = decided.send(line.write());
+            let _ = decided.send(line.write_keeping());
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             return Response::from_parts(parts, Either::Right(body));

@@ -25,36 +25,12 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+pub use crate::request::Arrival;
 pub use proxy::{build_state, Phase, Proxy, State};
 
 use crate::log::{Action, Decision};
 use crate::policy::{ip, Host, Request, TlsRequirement};
 use crate::reason::Reason;
-
-/// How a connection arrived: on which listener, from whom, and for redirected traffic where
-/// it was headed (`SO_ORIGINAL_DST`), with the port to assume when that is unknown.
-#[derive(Debug, Clone, Copy)]
-pub struct Arrival {
-    pub listener: crate::log::Listener,
-    pub peer: SocketAddr,
-    pub original_dst: Option<SocketAddr>,
-    pub default_port: u16,
-}
-
-impl Arrival {
-    /// The destination port: the original one when redirected, else the configured default.
-    pub fn port(&self) -> u16 {
-        self.original_dst
-            .map_or(self.default_port, |dst| dst.port())
-    }
-
-    /// A decision line for this connection, not yet decided.
-    pub fn line(&self) -> Decision {
-        let mut line = Decision::new(self.listener, self.peer);
-        line.original_dst = self.original_dst;
-        line
-    }
-}
 
 /// A connection's place under `limits.max_connections`, and its count in
 /// `egress_active_connections`: held until the connection and any tunnel it became are gone.

@@ -184,7 +184,7 @@ impl Tunnel {
             line,
             started,
         } = self;
-        let mut line = line.write();
+        let mut line = line.write_keeping();
         let _ = client.set_nodelay(true);
         let idle = state.config.timeouts.idle;
         let moved = match write_all(&upstream, &first).await {
