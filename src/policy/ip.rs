@@ -74,15 +74,17 @@ pub fn builtin_deny_via(ip: IpAddr) -> Option<(&'static DenyRange, Option<Ipv4Ad
     if let IpAddr::V6(v6) = ip {
         // Embeddings first, so that `::7f00:1` is reported as loopback, not just deprecated.
         for carried in embedded_ipv4s(v6) {
-            if let Some(row) = first_row(IpAddr::V4(carried)) {
+            if let Some(row) = builtin_row(IpAddr::V4(carried)) {
                 return Some((row, Some(carried)));
             }
         }
     }
-    first_row(ip).map(|row| (row, None))
+    builtin_row(ip).map(|row| (row, None))
 }
 
-fn first_row(ip: IpAddr) -> Option<&'static DenyRange> {
+/// The first row containing `ip` itself, not looking at the IPv4 addresses it carries; for
+/// callers that judge each carried address on its own (see `AddrFilter::check`).
+pub fn builtin_row(ip: IpAddr) -> Option<&'static DenyRange> {
     BUILTIN_DENY.iter().find(|row| row.net.contains(&ip))
 }
 
@@ -152,7 +154,7 @@ pub fn is_aws_metadata(ip: IpAddr) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
@@ -164,7 +166,7 @@ mod tests {
     }
 
     /// Every IPv6 form that carries `v4`, by name (Teredo client and server separately).
-    fn embeddings(v4: Ipv4Addr) -> Vec<(&'static str, Ipv6Addr)> {
+    pub(crate) fn embeddings(v4: Ipv4Addr) -> Vec<(&'static str, Ipv6Addr)> {
         let [a, b, c, d] = v4.octets();
         let hi = u16::from_be_bytes([a, b]);
         let lo = u16::from_be_bytes([c, d]);
@@ -181,6 +183,19 @@ mod tests {
             (
                 "nat64 local /48",
                 Ipv6Addr::new(0x64, 0xff9b, 1, hi, u16::from(c), u16::from(d) << 8, 0, 0),
+            ),
+            (
+                "nat64 local /56",
+                Ipv6Addr::new(
+                    0x64,
+                    0xff9b,
+                    1,
+                    u16::from(a),
+                    u16::from(b),
+                    u16::from_be_bytes([c, d]),
+                    0,
+                    0,
+                ),
             ),
             (
                 "nat64 local /64",
