@@ -2,6 +2,7 @@
 //! [`Config`] (`parse`), and how a running proxy swaps in a new one (`reload`).
 //! `run`, `check`, `validate` and reload all go through [`Config::from_yaml`].
 
+pub mod bounds;
 mod parse;
 pub mod source;
 #[cfg(feature = "ssm")]
