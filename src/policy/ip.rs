@@ -54,9 +54,11 @@ pub static BUILTIN_DENY: &[DenyRange] = &[
     v6([0, 0, 0, 0, 0, 0, 0, 1], 128, "loopback (RFC 4291)"),
     v6([0; 8], 96, "IPv4-compatible IPv6, deprecated (RFC 4291)"),
     v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64, "discard-only (RFC 6666)"),
+    v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48, "benchmarking (RFC 5180)"),
     v6([0x2001, 0x10, 0, 0, 0, 0, 0, 0], 28, "ORCHID, deprecated (RFC 4843)"),
     v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32, "documentation (RFC 3849)"),
     v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, "documentation (RFC 9637)"),
+    v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16, "segment routing SIDs, not globally reachable (RFC 9602)"),
     v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, "unique local (RFC 4193); includes AWS IMDS fd00:ec2::254 and EKS Pod Identity fd00:ec2::23"),
     v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, "link-local (RFC 4291)"),
     v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10, "site-local, deprecated (RFC 3879)"),
@@ -243,7 +245,7 @@ pub(crate) mod tests {
             }
             assert!(row.what.contains("RFC"), "{}", row.what);
         }
-        assert_eq!(BUILTIN_DENY.len(), 25);
+        assert_eq!(BUILTIN_DENY.len(), 27);
     }
 
     #[test]
@@ -268,7 +270,10 @@ pub(crate) mod tests {
             ("::", "::/128"),
             ("::1", "::1/128"),
             ("100::1", "100::/64"),
+            ("2001:2::1", "2001:2::/48"),
+            ("2001:2:0:ffff::1", "2001:2::/48"),
             ("2001:10::1", "2001:10::/28"),
+            ("5f00:1::1", "5f00::/16"),
             ("2001:db8::1", "2001:db8::/32"),
             ("3fff:fff::1", "3fff::/20"),
             ("fd00:ec2::254", "fc00::/7"),
@@ -309,6 +314,12 @@ pub(crate) mod tests {
             "1.1.1.1",
             "100:0:0:1::",
             "2001:20::1",
+            "2001:1::1",     // PCP anycast (RFC 7723): globally reachable
+            "2001:2:1::1",   // just past benchmarking
+            "2001:3::1",     // AMT (RFC 7450)
+            "2001:4:112::1", // AS112 (RFC 7535)
+            "5eff:ffff::1",
+            "5f01::1",
             "2001:db7:ffff::1",
             "2001:db9::",
             "3fff:1000::",
