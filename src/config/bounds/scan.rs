@@ -79,12 +79,12 @@ impl Scan<'_> {
             let blankz1 = self.blankz(1);
             if self.col == 0 && c == b'%' {
                 // A directive: its line, comment and all.
-                self.block.clear();
+                self.unroll_all();
                 self.set_key(None);
                 self.key_allowed = false;
                 self.skip_to_break();
             } else if self.col == 0 && self.document_marker() {
-                self.block.clear();
+                self.unroll_all();
                 self.set_key(None);
                 self.key_allowed = false;
                 (0..3).for_each(|_| self.skip());
@@ -193,6 +193,14 @@ impl Scan<'_> {
             while self.block.last().is_some_and(|&top| top > col) {
                 self.block.pop();
             }
+        }
+    }
+
+    /// libyaml's `unroll_indent(-1)` at a document marker or directive: no effect inside a
+    /// flow collection (where libyaml reports an error instead).
+    fn unroll_all(&mut self) {
+        if self.flow == 0 {
+            self.block.clear();
         }
     }
 

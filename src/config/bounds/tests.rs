@@ -113,6 +113,14 @@ fn a_block_scalar_ends_where_its_indentation_does() {
 }
 
 #[test]
+fn document_markers_end_block_collections_only_outside_flow() {
+    assert_eq!(depth("a:\n  b: c\n---\n[[x]]\n"), 2);
+    // libyaml stops with an error at a marker inside a flow collection; the scan keeps the
+    // block levels, never counting less than libyaml saw.
+    assert_eq!(depth("a:\n  b: [\n---\n[[x]]]\n"), 5);
+}
+
+#[test]
 fn every_yaml_line_break_ends_a_comment() {
     for brk in ["\n", "\r", "\r\n", "\u{85}", "\u{2028}", "\u{2029}"] {
         assert_eq!(depth(&format!("# c{brk}[[[[ ]]]]")), 4, "{brk:?}");
