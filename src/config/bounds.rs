@@ -1,7 +1,7 @@
 //! Limits on config text, checked before and while the YAML parser reads it, so that a hostile
 //! or broken config (a 100,000-level `[[[[...`, an alias bomb, a huge file) is refused in
 //! milliseconds instead of costing seconds of CPU or gigabytes of memory. First step of
-//! [`super::parse`]. Pure.
+//! [`Config::from_yaml`](super::Config::from_yaml). Pure.
 //!
 //! Three bounds, each cheap:
 //!

@@ -158,6 +158,8 @@ impl std::error::Error for Problems {}
 
 impl Config {
     /// Parses and checks YAML text. Either a whole valid config or every problem in it.
+    /// Text over the limits in [`bounds`] (size, nesting, tokens, alias expansion) is refused
+    /// with that one problem, in milliseconds, before it is parsed.
     pub fn from_yaml(text: &str) -> Result<Config, Problems> {
         parse::parse(text)
     }

@@ -1,6 +1,6 @@
-//! YAML text → checked [`Config`]. The text is first read as a generic YAML tree, then walked
-//! field by field so that every problem is reported with its path, not just the first one
-//! serde would stop at. Pure.
+//! YAML text → checked [`Config`]. The text is first read as a generic YAML tree (within the
+//! limits of [`super::bounds`]), then walked field by field so that every problem is reported
+//! with its path, not just the first one serde would stop at. Pure.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};

@@ -236,6 +236,16 @@ proptest! {
 }
 
 #[test]
+fn implicit_levels_at_most_double_the_tree_depth() {
+    // An indentless sequence under a key, and a single-pair mapping in a flow sequence, are
+    // collections libyaml doesn't stack: the tree is twice as deep as the scan measures.
+    for text in ["a:\n- b:\n  - c:\n    - d\n", "[a: [b: [c: d]]]"] {
+        let tree = tree_depth(&serde_yaml_ng::from_str(text).unwrap());
+        assert_eq!((depth(text), tree), (3, 6), "{text:?}");
+    }
+}
+
+#[test]
 fn refuses_100k_deep_flow_nesting_before_parsing() {
     let n = 100_000;
     let text = format!("{LISTENER}allow: {}{}\n", "[".repeat(n), "]".repeat(n));
