@@ -2,6 +2,7 @@
 //! [`Config`] (`parse`), and how a running proxy swaps in a new one (`reload`).
 //! `run`, `check`, `validate` and reload all go through [`Config::from_yaml`].
 
+pub mod bounds;
 mod parse;
 pub mod source;
 #[cfg(feature = "ssm")]
@@ -157,6 +158,8 @@ impl std::error::Error for Problems {}
 
 impl Config {
     /// Parses and checks YAML text. Either a whole valid config or every problem in it.
+    /// Text over the limits in [`bounds`] (size, nesting, tokens, alias expansion) is refused
+    /// with that one problem, in milliseconds, before it is parsed.
     pub fn from_yaml(text: &str) -> Result<Config, Problems> {
         parse::parse(text)
     }

@@ -1,6 +1,6 @@
-//! YAML text → checked [`Config`]. The text is first read as a generic YAML tree, then walked
-//! field by field so that every problem is reported with its path, not just the first one
-//! serde would stop at. Pure.
+//! YAML text → checked [`Config`]. The text is first read as a generic YAML tree (within the
+//! limits of [`super::bounds`]), then walked field by field so that every problem is reported
+//! with its path, not just the first one serde would stop at. Pure.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -9,6 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde_yaml_ng::{Mapping, Value};
 
+use super::bounds;
 use super::units::{parse_duration, parse_report_until};
 use super::{Config, Limits, Listeners, Problem, Problems, ReloadSettings, Timeouts};
 use crate::policy::{
@@ -37,12 +38,7 @@ const RELOAD: &[&str] = &["poll_interval"];
 const LIMITS: &[&str] = &["max_connections", "max_header_bytes"];
 
 pub(super) fn parse(text: &str) -> Result<Config, Problems> {
-    let root: Value = serde_yaml_ng::from_str(text).map_err(|e| {
-        Problems(vec![Problem {
-            path: String::new(),
-            message: format!("not valid YAML: {e}"),
-        }])
-    })?;
+    let root = bounds::read_yaml(text).map_err(|problem| Problems(vec![problem]))?;
     let mut walk = Walk::default();
     let config = walk.config(&root);
     if walk.problems.is_empty() {

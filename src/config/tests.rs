@@ -163,6 +163,33 @@ fn mapped_ipv6_cidrs_are_stored_as_ipv4() {
 }
 
 #[test]
+fn mapped_upstream_cidrs_cover_the_ipv4_and_all_its_ipv6_forms() {
+    let c = Config::from_yaml(&format!(
+        "{MINIMAL}upstream:\n  deny_cidrs: ['::ffff:44.0.0.0/104']\n  allow_cidrs: ['::ffff:127.0.0.0/104']\n"
+    ))
+    .unwrap();
+    let check = |a: &str| c.upstream.check(SocketAddr::new(a.parse().unwrap(), 443));
+    for denied in [
+        "44.0.0.1",
+        "::ffff:44.0.0.1",
+        "64:ff9b::2c00:1",
+        "2002:2c00:1::1",
+        "2001:0:4136:e378:8000:63bf:d3ff:fffe",
+    ] {
+        let err = check(denied).unwrap_err();
+        assert!(err.contains("deny_cidrs 44.0.0.0/8"), "{denied}: {err}");
+    }
+    for allowed in [
+        "127.0.0.1",
+        "::ffff:127.0.0.1",
+        "64:ff9b::7f00:1",
+        "45.0.0.1",
+    ] {
+        assert_eq!(check(allowed), Ok(()), "{allowed}");
+    }
+}
+
+#[test]
 fn durations_take_units() {
     assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
     assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));

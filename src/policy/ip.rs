@@ -54,9 +54,11 @@ pub static BUILTIN_DENY: &[DenyRange] = &[
     v6([0, 0, 0, 0, 0, 0, 0, 1], 128, "loopback (RFC 4291)"),
     v6([0; 8], 96, "IPv4-compatible IPv6, deprecated (RFC 4291)"),
     v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64, "discard-only (RFC 6666)"),
+    v6([0x2001, 2, 0, 0, 0, 0, 0, 0], 48, "benchmarking (RFC 5180)"),
     v6([0x2001, 0x10, 0, 0, 0, 0, 0, 0], 28, "ORCHID, deprecated (RFC 4843)"),
     v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32, "documentation (RFC 3849)"),
     v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, "documentation (RFC 9637)"),
+    v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16, "segment routing SIDs, not globally reachable (RFC 9602)"),
     v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, "unique local (RFC 4193); includes AWS IMDS fd00:ec2::254 and EKS Pod Identity fd00:ec2::23"),
     v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, "link-local (RFC 4291)"),
     v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10, "site-local, deprecated (RFC 3879)"),
@@ -74,15 +76,17 @@ pub fn builtin_deny_via(ip: IpAddr) -> Option<(&'static DenyRange, Option<Ipv4Ad
     if let IpAddr::V6(v6) = ip {
         // Embeddings first, so that `::7f00:1` is reported as loopback, not just deprecated.
         for carried in embedded_ipv4s(v6) {
-            if let Some(row) = first_row(IpAddr::V4(carried)) {
+            if let Some(row) = builtin_row(IpAddr::V4(carried)) {
                 return Some((row, Some(carried)));
             }
         }
     }
-    first_row(ip).map(|row| (row, None))
+    builtin_row(ip).map(|row| (row, None))
 }
 
-fn first_row(ip: IpAddr) -> Option<&'static DenyRange> {
+/// The first row containing `ip` itself, not looking at the IPv4 addresses it carries; for
+/// callers that judge each carried address on its own (see `AddrFilter::check`).
+pub fn builtin_row(ip: IpAddr) -> Option<&'static DenyRange> {
     BUILTIN_DENY.iter().find(|row| row.net.contains(&ip))
 }
 
@@ -152,7 +156,7 @@ pub fn is_aws_metadata(ip: IpAddr) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
@@ -164,7 +168,7 @@ mod tests {
     }
 
     /// Every IPv6 form that carries `v4`, by name (Teredo client and server separately).
-    fn embeddings(v4: Ipv4Addr) -> Vec<(&'static str, Ipv6Addr)> {
+    pub(crate) fn embeddings(v4: Ipv4Addr) -> Vec<(&'static str, Ipv6Addr)> {
         let [a, b, c, d] = v4.octets();
         let hi = u16::from_be_bytes([a, b]);
         let lo = u16::from_be_bytes([c, d]);
@@ -181,6 +185,19 @@ mod tests {
             (
                 "nat64 local /48",
                 Ipv6Addr::new(0x64, 0xff9b, 1, hi, u16::from(c), u16::from(d) << 8, 0, 0),
+            ),
+            (
+                "nat64 local /56",
+                Ipv6Addr::new(
+                    0x64,
+                    0xff9b,
+                    1,
+                    u16::from(a),
+                    u16::from(b),
+                    u16::from_be_bytes([c, d]),
+                    0,
+                    0,
+                ),
             ),
             (
                 "nat64 local /64",
@@ -228,7 +245,7 @@ mod tests {
             }
             assert!(row.what.contains("RFC"), "{}", row.what);
         }
-        assert_eq!(BUILTIN_DENY.len(), 25);
+        assert_eq!(BUILTIN_DENY.len(), 27);
     }
 
     #[test]
@@ -253,7 +270,10 @@ mod tests {
             ("::", "::/128"),
             ("::1", "::1/128"),
             ("100::1", "100::/64"),
+            ("2001:2::1", "2001:2::/48"),
+            ("2001:2:0:ffff::1", "2001:2::/48"),
             ("2001:10::1", "2001:10::/28"),
+            ("5f00:1::1", "5f00::/16"),
             ("2001:db8::1", "2001:db8::/32"),
             ("3fff:fff::1", "3fff::/20"),
             ("fd00:ec2::254", "fc00::/7"),
@@ -294,6 +314,12 @@ mod tests {
             "1.1.1.1",
             "100:0:0:1::",
             "2001:20::1",
+            "2001:1::1",     // PCP anycast (RFC 7723): globally reachable
+            "2001:2:1::1",   // just past benchmarking
+            "2001:3::1",     // AMT (RFC 7450)
+            "2001:4:112::1", // AS112 (RFC 7535)
+            "5eff:ffff::1",
+            "5f01::1",
             "2001:db7:ffff::1",
             "2001:db9::",
             "3fff:1000::",
