@@ -229,3 +229,54 @@ fn commands_exit_as_their_outcome_says_when_stderr_is_a_closed_pipe() {
         assert_eq!(status.code(), Some(2), "{command}");
     }
 }
+
+#[test]
+fn deny_cidrs_refuse_every_ipv6_form_that_carries_a_denied_ipv4() {
+    // `check` runs the proxy's own resolve-and-check step and never dials: even if the
+    // filter failed, nothing would be sent to these addresses.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(
+        &path,
+        "listeners: { explicit: 127.0.0.1:0 }
+allow:
+  - { name: pkgs, hosts: [nat64.test, nat64local.test, sixtofour.test, teredo.test, dns64.test, public.test] }
+upstream: { deny_cidrs: [44.0.0.0/8] }
+resolver:
+  hosts:
+    nat64.test: ['64:ff9b::2c00:1']
+    nat64local.test: ['64:ff9b:1:2c00:1::']
+    sixtofour.test: ['2002:2c00:1::1']
+    teredo.test: ['2001:0:4136:e378:8000:63bf:d3ff:fffe']
+    dns64.test: [44.0.0.1, '64:ff9b::2c00:1']
+    public.test: ['64:ff9b::2d00:1']
+",
+    )
+    .unwrap();
+    let check = |target: &str| {
+        let out = Command::new(BIN)
+            .args(["check", "--config", path.to_str().unwrap(), target])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    for name in [
+        "nat64.test",
+        "nat64local.test",
+        "sixtofour.test",
+        "teredo.test",
+        "dns64.test",
+    ] {
+        let (code, text) = check(name);
+        assert_eq!(code, Some(1), "{name}: {text}");
+        assert!(text.contains("reason=upstream_denied_ip"), "{name}: {text}");
+        assert!(text.contains("44.0.0.0/8"), "{name}: {text}");
+    }
+    // 45.0.0.1 is outside the operator's range: its NAT64 form passes.
+    let (code, text) = check("public.test");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("[64:ff9b::2d00:1]:443"), "{text}");
+}

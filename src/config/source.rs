@@ -22,7 +22,7 @@ impl Source {
     /// The config text, read now.
     pub async fn read(&self) -> Result<String, String> {
         match self {
-            Source::File(path) => tokio::fs::read_to_string(path)
+            Source::File(path) => read_file(path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display())),
             Source::Ssm(name) => read_ssm(name).await,
@@ -37,6 +37,25 @@ impl fmt::Display for Source {
             Source::Ssm(name) => write!(f, "ssm:{name}"),
         }
     }
+}
+
+/// The file's text, read no further than one byte past the size limit: a huge file is
+/// refused for its size without being held in memory whole.
+async fn read_file(path: &std::path::Path) -> std::io::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await?;
+    let size = file.metadata().await?.len();
+    if size > super::bounds::MAX_CONFIG_BYTES as u64 {
+        return Err(std::io::Error::other(format!(
+            "it is {:.1} MiB; a config may be at most {} MiB",
+            size as f64 / (1024.0 * 1024.0),
+            super::bounds::MAX_CONFIG_BYTES >> 20
+        )));
+    }
+    let mut text = String::new();
+    let limit = super::bounds::MAX_CONFIG_BYTES as u64 + 1;
+    file.take(limit).read_to_string(&mut text).await?;
+    Ok(text)
 }
 
 #[cfg(not(feature = "ssm"))]
