@@ -11,7 +11,9 @@ botocore's Stubber feeding the real API shapes to the check functions.
 
 Run: python3 deploy/tests/test_verify_egress.py   (starts and stops its own moto server)
 """
+import contextlib
 import importlib.machinery
+import io
 import importlib.util
 import json
 import os
@@ -328,7 +330,8 @@ class StubbedApis(unittest.TestCase):
             for op, resp in responses:
                 st.add_response(op, resp)
             r = self.ve.Report([])
-            r.run("dns-firewall", lambda: self.ve.check_dns_firewall(c, "vpc-1", mode, r))
+            with contextlib.redirect_stdout(io.StringIO()):
+                r.run("dns-firewall", lambda: self.ve.check_dns_firewall(c, "vpc-1", mode, r))
             st.assert_no_pending_responses()
         return r
 
@@ -370,7 +373,8 @@ class StubbedApis(unittest.TestCase):
             for op, resp in responses:
                 st.add_response(op, resp)
             r = self.ve.Report([])
-            r.run("access-scope", lambda: self.ve.check_access_scope(c, scope_id, r))
+            with contextlib.redirect_stdout(io.StringIO()):
+                r.run("access-scope", lambda: self.ve.check_access_scope(c, scope_id, r))
             st.assert_no_pending_responses()
         return r
 
