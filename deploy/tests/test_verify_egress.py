@@ -265,6 +265,16 @@ class VerifyEgressAgainstMoto(unittest.TestCase):
             {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}])
         self.assert_violation("security-groups", self.f.app_sg)
 
+    def test_nat_instance_variant_accepts_only_443_and_80_to_anywhere(self):
+        self.f.ec2.authorize_security_group_egress(GroupId=self.f.app_sg, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        self.assert_violation("security-groups", self.f.app_sg)
+        code, out = self.run_verify("--variant", "nat-instance")
+        self.assertEqual(code, 0, out)
+        self.f.ec2.authorize_security_group_egress(GroupId=self.f.app_sg, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        self.assert_violation("security-groups", self.f.app_sg, "--variant", "nat-instance")
+
     def test_proxy_security_group_wider_than_443(self):
         self.f.ec2.authorize_security_group_egress(GroupId=self.f.proxy_sg, IpPermissions=[
             {"IpProtocol": "tcp", "FromPort": 0, "ToPort": 65535, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
