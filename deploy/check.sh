@@ -60,7 +60,10 @@ echo "== cfn-guard test (each rule fails on its seeded violation)"
 echo "== cfn-guard validate ${templates[*]}"
 "$guard" validate -r deploy/guard/egress.guard -d deploy/cloudformation --show-summary fail
 
+echo "== NAT-instance user data (bash -n) and its watchdog (scripted stubs)"
+python3 deploy/tests/test_nat_instance.py
+
 echo "== verify-egress against moto's server (compliant VPC, each violation seeded)"
 python3 deploy/tests/test_verify_egress.py
 
-echo "deploy checks OK: policy sync, cfn-lint, checkov, cfn-guard, verify-egress"
+echo "deploy checks OK: policy sync, cfn-lint, checkov, cfn-guard, NAT watchdog, verify-egress"

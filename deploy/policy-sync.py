@@ -15,6 +15,8 @@ them, so the proxy's policy, the DNS firewall and the S3 endpoint policy can nev
   # s3:begin ... # s3:end                  the buckets behind allowlisted S3 host names, for the
                                            proxy route tables' S3 gateway endpoint policy
                                            (s3:GetObject on exactly those buckets)
+  # watchdog:begin ... # watchdog:end      deploy/nat-watchdog.sh inside nat-instance.yaml's user
+                                           data (one source, tested by deploy/tests/)
 
 Rendering rules:
   - `allow`, `upstream`, `resolver`, `timeouts`, `reload`, `limits`, `mode` are copied unchanged;
@@ -43,6 +45,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "egress.yaml"
+WATCHDOG = ROOT / "deploy" / "nat-watchdog.sh"
 TEMPLATES = {
     "ecs": ROOT / "deploy" / "cloudformation" / "egress-tier.yaml",
     "nat": ROOT / "deploy" / "cloudformation" / "nat-instance.yaml",
@@ -143,7 +146,7 @@ def cfn_str(value):
     return value if re.fullmatch(r"[A-Za-z0-9.-]+", value) else "'" + value + "'"
 
 
-def block(text, marker, header, body_lines, path):
+def block(text, marker, header, body_lines, path, deeper=2):
     """Replace the lines between `# MARKER:begin`+header and `# MARKER:end` with body_lines.
 
     The line after the begin marker must start with `header`; the generated lines are indented
@@ -158,7 +161,7 @@ def block(text, marker, header, body_lines, path):
     head = lines[b + 1]
     if not head.strip().startswith(header):
         sys.exit(f"{path}: the line after '{begin}' must start with '{header}'")
-    indent = " " * (len(head) - len(head.lstrip()) + 2)
+    indent = " " * (len(head) - len(head.lstrip()) + deeper)
     new = [indent + l + "\n" for l in body_lines]
     return "".join(lines[: b + 2] + new + lines[e:])
 
@@ -173,6 +176,10 @@ def rendered_template(text, policy, flavour, path):
         body = sub_escape(render(policy, flavour, http=http)).splitlines()
         text = block(text, marker, "- !Sub |", body, path)
     text = block(text, "dns", "Domains:", [f"- {cfn_str(d)}" for d in dns_names(policy)], path)
+    if flavour == "nat":
+        # The watchdog script, inside the user data's heredoc (same indentation as the user data).
+        script = sub_escape(WATCHDOG.read_text()).splitlines()
+        text = block(text, "watchdog", "cat > /usr/local/sbin/egress-proxy-watchdog <<'WD'", script, path, deeper=0)
     if flavour == "ecs":
         arns = [cfn_str(f"arn:${{AWS::Partition}}:s3:::{b}/*") for b in buckets(policy)]
         text = block(text, "s3", "Resource:", [f"- {a}" for a in arns], path)
