@@ -345,14 +345,15 @@ class StubbedApis(unittest.TestCase):
             st.assert_no_pending_responses()
         return r
 
-    def firewall(self, action):
+    def firewall(self, action, fail_open="DISABLED"):
         return [("list_firewall_rule_group_associations", {"FirewallRuleGroupAssociations": [
                     {"FirewallRuleGroupId": "rslvr-frg-1", "VpcId": "vpc-1", "Status": "COMPLETE"}]}),
                 ("list_firewall_rules", {"FirewallRules": [
                     {"FirewallDomainListId": "rslvr-fdl-allow", "Action": "ALLOW", "Priority": 100},
                     {"FirewallDomainListId": "rslvr-fdl-all", "Action": action, "Priority": 200}]}),
                 ("list_firewall_domains", {"Domains": ["pypi.org"]}),
-                ("list_firewall_domains", {"Domains": ["*"]})]
+                ("list_firewall_domains", {"Domains": ["*"]}),
+                ("get_firewall_config", {"FirewallConfig": {"ResourceId": "vpc-1", "FirewallFailOpen": fail_open}})]
 
     def test_dns_firewall_missing_association_is_a_violation(self):
         r = self.dns([("list_firewall_rule_group_associations", {"FirewallRuleGroupAssociations": []})])
@@ -370,8 +371,13 @@ class StubbedApis(unittest.TestCase):
         self.assertEqual(r.violations, [])
         self.assertEqual(len(r.notes), 1)
 
+    def test_dns_firewall_failing_open_is_a_violation(self):
+        r = self.dns(self.firewall("BLOCK", fail_open="ENABLED"))
+        self.assertEqual([(c, res) for c, res, _ in r.violations], [("dns-firewall", "vpc-1")])
+        self.assertIn("fails open", r.violations[0][2])
+
     def test_dns_firewall_without_catch_all_is_a_violation(self):
-        resp = self.firewall("BLOCK")[:3]
+        resp = self.firewall("BLOCK")[:3] + self.firewall("BLOCK")[4:]
         resp[1] = ("list_firewall_rules", {"FirewallRules": [
             {"FirewallDomainListId": "rslvr-fdl-allow", "Action": "ALLOW", "Priority": 100}]})
         r = self.dns(resp)
