@@ -6,7 +6,8 @@
 #   - CONNECT to a name the policy maps to a loopback origin succeeds (200, the origin's body),
 #   - CONNECT to a name on no rule gets 403,
 #   - both decisions appear as JSON lines in the container's stdout,
-#   - `podman stop` (SIGTERM) drains and the container exits 0.
+#   - `podman stop` (SIGTERM) drains: a tunnel still open at the stop is held to the drain deadline,
+#     then closed with its close line (bytes counted), and the container exits 0 (not 137).
 # Installs buildah, podman and runc from Debian when missing. Called by .ci/run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,6 +38,8 @@ pod() { podman "${store[@]}" --runtime runc --cgroup-manager cgroupfs --events-b
 cleanup() {
   pod rm -f "$name" >/dev/null 2>&1 || true
   [[ -n $origin_pid ]] && kill "$origin_pid" 2>/dev/null || true
+  [[ -n ${hold_pid:-} ]] && kill "$hold_pid" 2>/dev/null || true
+  [[ -n ${client_pid:-} ]] && kill "$client_pid" 2>/dev/null || true
   # vfs layers are plain directories; unmount anything the runtime left and remove the lot.
   buildah "${store[@]}" rm --all >/dev/null 2>&1 || true
   pod rmi -af >/dev/null 2>&1 || true
@@ -52,9 +55,9 @@ pod image inspect --format 'image {{.Id}} user={{.Config.User}} entrypoint={{.Co
   || { echo "image-test: image does not run as 65532:65532" >&2; exit 1; }
 
 # Free loopback ports for the proxy's listeners and a local origin.
-read -r p_proxy p_admin p_origin < <(python3 - <<'PY'
+read -r p_proxy p_admin p_origin p_hold < <(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(3)]
+socks = [socket.socket() for _ in range(4)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])
@@ -65,6 +68,18 @@ PY
 mkdir -p "$work/www"; echo "origin-body-$$" >"$work/www/index.html"
 python3 -m http.server "$p_origin" --bind 127.0.0.1 --directory "$work/www" >"$work/origin.log" 2>&1 &
 origin_pid=$!
+# A second origin that greets and then keeps the connection open: the tunnel the stop must drain.
+python3 - "$p_hold" >"$work/hold.log" 2>&1 <<'PY' &
+import socket, sys
+srv = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    c, _ = srv.accept()
+    c.sendall(b"held-open\n")
+    while c.recv(4096):
+        pass
+    c.close()
+PY
+hold_pid=$!
 
 install -d -m 0755 "$work/config"
 cat >"$work/config/egress.yaml" <<EOF
@@ -73,7 +88,7 @@ listeners: { explicit: "127.0.0.1:$p_proxy", admin: "127.0.0.1:$p_admin" }
 allow:
   - name: local-origin
     hosts: [origin.test]
-    ports: [$p_origin]
+    ports: [$p_origin, $p_hold]
     tls: any            # the origin speaks plain HTTP inside the tunnel
 resolver:
   hosts: { origin.test: [127.0.0.1] }
@@ -127,7 +142,49 @@ print("decision lines: allow origin.test (rule local-origin), deny denied.test (
 PY
 
 echo "== podman stop: SIGTERM, drain, exit 0"
+# Open a tunnel to the holding origin and keep it open across the stop; the client reports what
+# it read before the proxy closed the tunnel.
+python3 - "$p_proxy" "$p_hold" >"$work/client.log" 2>&1 <<'PY' &
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=60)
+s.sendall(f"CONNECT origin.test:{sys.argv[2]} HTTP/1.1\r\nHost: origin.test:{sys.argv[2]}\r\n\r\n".encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+print("connect:", head.split(b"\r\n")[0].decode(), flush=True)
+s.sendall(b"hi\n")  # tls: any tunnels dial once the client speaks
+got = b""
+while True:
+    d = s.recv(4096)
+    if not d:
+        break
+    got += d
+    if got == b"held-open\n":
+        print("greeting", flush=True)
+print("eof after", got, flush=True)
+PY
+client_pid=$!
+for _ in $(seq 1 100); do grep -q greeting "$work/client.log" && break; sleep 0.1; done
+grep -q "connect: HTTP/1.1 200" "$work/client.log" && grep -q greeting "$work/client.log" \
+  || fail "tunnel to the holding origin did not open: $(cat "$work/client.log")"
 pod stop -t 20 "$name" >/dev/null
+wait "$client_pid" || fail "the held tunnel's client failed: $(cat "$work/client.log")"
+client_pid=""
+grep -q "eof after" "$work/client.log" || fail "held tunnel not closed by the drain"
+pod logs "$name" 2>/dev/null >"$work/decisions.log"
+python3 - "$work/decisions.log" "$p_hold" <<'PY' || fail "no close line for the drained tunnel"
+import json, sys
+port = int(sys.argv[2])
+for raw in open(sys.argv[1]):
+    try:
+        l = json.loads(raw)
+    except ValueError:
+        continue
+    if l.get("event") == "close" and l.get("port") == port and (l.get("bytes_down") or 0) >= len("held-open\n"):
+        print(f"drained tunnel closed with its close line: bytes_up={l.get('bytes_up')} bytes_down={l.get('bytes_down')}")
+        sys.exit(0)
+sys.exit(1)
+PY
 status=$(pod inspect -f '{{.State.ExitCode}}' "$name")
 [[ $status == 0 ]] || fail "container exited $status after podman stop (137 = killed, did not drain)"
 echo "image-test: built deploy/Dockerfile, served through the container, drained and exited 0"
