@@ -21,8 +21,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin=${1:-target/release/egress-proxy}
 out=${2:-target/image-rootfs}
 [[ -x $bin ]] || { echo "image-rootfs: $bin missing; run bash deploy/build.sh first" >&2; exit 2; }
-case $out in /|"") echo "image-rootfs: refusing OUTDIR '$out'" >&2; exit 2 ;; esac
-
+# OUTDIR is emptied first: only when it is new, empty, or an earlier root filesystem of ours.
+if [[ -e $out ]] && [[ -n $(ls -A "$out" 2>/dev/null) ]] && [[ ! -x $out/usr/local/bin/egress-proxy ]]; then
+  echo "image-rootfs: refusing to empty $out (not an earlier image root filesystem)" >&2; exit 2
+fi
 rm -rf "$out"
 install -d -m 0755 "$out/usr/local/bin" "$out/etc/ssl/certs"
 install -d -m 1777 "$out/tmp"
