@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Release build of egress-proxy. These are the only build commands the image uses:
-# deploy/Dockerfile runs this script unchanged, so "it builds here" means "it builds there".
+# Release build of egress-proxy. The image is assembled from exactly this output
+# (deploy/image-rootfs.sh, then deploy/Dockerfile FROM scratch), so what CI builds is what ships.
 #
 #   bash deploy/build.sh                      # -> target/release/egress-proxy
 #   bash deploy/build.sh --target TRIPLE      # -> target/TRIPLE/release/egress-proxy

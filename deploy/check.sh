@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Lint the deployment: cfn-lint and checkov over every template, and the embedded policy copy
-# against config/egress.yaml. Exits non-zero on any lint error, failed checkov check, or drift.
-# Called by .ci/run. Tools are installed into a venv on first use (pinned: versions verified).
+# Check the deployment: the generated blocks against config/egress.yaml (policy-sync --check), the
+# rendered policies against the proxy's validator, cfn-lint, checkov, the CloudFormation Guard
+# invariants (and their own tests, which seed every violation), and deploy/verify-egress against
+# moto's server. Exits non-zero on any finding. Called by .ci/run.
+# Tools: cfn-lint and checkov in a venv; cfn-guard from crates.io into ~/.cargo/bin (a few minutes
+# to compile once, then reused); all pinned.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 CFN_LINT_VERSION=1.58.0
 CHECKOV_VERSION=3.3.30
+CFN_GUARD_VERSION=3.2.1
 VENV=${EGRESS_DEPLOY_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/egress-proxy/venv-deploy}
 
 have() { "$VENV/bin/python" -m pip show "$1" 2>/dev/null | grep -x "Version: $2" >/dev/null; }
@@ -22,14 +26,17 @@ templates=(deploy/cloudformation/*.yaml)
 echo "== policy-sync --check (templates embed config/egress.yaml)"
 "$VENV/bin/python" deploy/policy-sync.py --check
 
-# The rendered deploy policies must also pass the proxy's own validator, when a build exists.
+# The rendered deploy policies (both flavours, with and without port 80) must also pass the
+# proxy's own validator, when a build exists.
 bin=target/release/egress-proxy
 if [[ -x $bin ]] && "$bin" validate --help >/dev/null 2>&1; then
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
   for flavour in ecs nat; do
-    "$VENV/bin/python" deploy/policy-sync.py --emit "$flavour" --region eu-west-1 >"$tmp/$flavour.yaml"
-    echo "== egress-proxy validate ($flavour policy)"
-    "$bin" validate --config "$tmp/$flavour.yaml"
+    for http in "" --no-http; do
+      "$VENV/bin/python" deploy/policy-sync.py --emit "$flavour" $http --region eu-west-1 >"$tmp/$flavour.yaml"
+      echo "== egress-proxy validate ($flavour policy${http:+, $http})"
+      "$bin" validate --config "$tmp/$flavour.yaml"
+    done
   done
 fi
 
@@ -41,4 +48,22 @@ echo "== checkov"
 BC_SKIP_MAPPING=TRUE "$VENV/bin/checkov" -d deploy/cloudformation --framework cloudformation \
   --quiet --compact --skip-download
 
-echo "deploy checks OK: policy sync, cfn-lint, checkov"
+guard=$(command -v cfn-guard || echo "$HOME/.cargo/bin/cfn-guard")
+if ! "$guard" --version 2>/dev/null | grep -q " $CFN_GUARD_VERSION\$"; then
+  echo "check.sh: installing cfn-guard $CFN_GUARD_VERSION with cargo (compiles once, a few minutes)"
+  cargo install --locked --quiet cfn-guard --version "$CFN_GUARD_VERSION"
+  guard=$HOME/.cargo/bin/cfn-guard
+fi
+echo "== cfn-guard test (each rule fails on its seeded violation)"
+"$guard" test -r deploy/guard/egress.guard -t deploy/guard/egress-tests.yaml >"${tmp:-/tmp}/guard-test.log" 2>&1 \
+  || { grep -v 'No Test expectation' "${tmp:-/tmp}/guard-test.log"; exit 1; }
+echo "== cfn-guard validate ${templates[*]}"
+"$guard" validate -r deploy/guard/egress.guard -d deploy/cloudformation --show-summary fail
+
+echo "== NAT-instance user data (bash -n) and its watchdog (scripted stubs)"
+python3 deploy/tests/test_nat_instance.py
+
+echo "== verify-egress against moto's server (compliant VPC, each violation seeded)"
+python3 deploy/tests/test_verify_egress.py
+
+echo "deploy checks OK: policy sync, cfn-lint, checkov, cfn-guard, NAT watchdog, verify-egress"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The image's build commands produce a binary that starts: build with deploy/build.sh (what
-# deploy/Dockerfile runs), validate the shipped policy, start it, probe /healthz and /readyz,
+# The release binary the image is assembled from starts: build with deploy/build.sh (the binary
+# deploy/image-rootfs.sh puts into the image; deploy/image-test.sh then runs the image), validate the shipped policy, start it, probe /healthz and /readyz,
 # stop it with SIGTERM and expect a clean exit 0.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
