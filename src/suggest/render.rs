@@ -116,7 +116,7 @@ fn summary(name: &str, ports: &[u16], hosts: usize, edit: &Edit) -> Vec<String> 
             join(&after, ", ")
         );
         if hosts > 1 {
-            line.push_str("; every host of the rule gets them");
+            line.push_str("; every host of the rule gets the added port(s)");
         }
         lines.push(line);
     }
