@@ -143,14 +143,23 @@ async fn load(source: &str) -> Result<Loaded, ()> {
 }
 
 async fn suggest(source: Option<&str>, files: &[std::path::PathBuf]) -> ExitCode {
-    use std::io::Read;
-    let mut text = String::new();
+    use std::io::BufRead;
+    // Line by line, so a log of any size costs only the distinct requests it denied.
+    let mut lines = egress_proxy::suggest::Lines::default();
+    let mut take = |mut input: Box<dyn BufRead>| -> std::io::Result<()> {
+        let mut line = Vec::new();
+        while input.read_until(b'\n', &mut line)? > 0 {
+            lines.read(&String::from_utf8_lossy(&line));
+            line.clear();
+        }
+        Ok(())
+    };
     let stdin = [std::path::PathBuf::from("-")];
     for path in if files.is_empty() { &stdin[..] } else { files } {
         let read = if path == std::path::Path::new("-") {
-            std::io::stdin().read_to_string(&mut text)
+            take(Box::new(std::io::stdin().lock()))
         } else {
-            std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))
+            std::fs::File::open(path).and_then(|f| take(Box::new(std::io::BufReader::new(f))))
         };
         if let Err(e) = read {
             say!(
@@ -160,7 +169,6 @@ async fn suggest(source: Option<&str>, files: &[std::path::PathBuf]) -> ExitCode
             );
             return ExitCode::from(EXIT_CONFIG);
         }
-        text.push('\n');
     }
     let loaded = match source {
         Some(source) => match load(source).await {
@@ -176,7 +184,7 @@ async fn suggest(source: Option<&str>, files: &[std::path::PathBuf]) -> ExitCode
             text: &loaded.text,
             config: &loaded.config,
         });
-    let out = egress_proxy::suggest::suggest(text.lines(), base.as_ref());
+    let out = lines.suggest(base.as_ref());
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     ExitCode::SUCCESS
 }

@@ -50,16 +50,34 @@ pub struct Base<'a> {
     pub config: &'a Config,
 }
 
-/// Reads decision lines and prints the suggested change: with `base`, the whole merged
-/// config; without, a standalone `allow:` section. The result is checked before it is
-/// returned: it must parse as a config and allow every request it claims to; a warning
-/// says so if it doesn't.
+/// Decision lines taken in one at a time: a log of any size is held only as the distinct
+/// denied requests it holds.
+#[derive(Debug, Default)]
+pub struct Lines(read::Observed);
+
+impl Lines {
+    pub fn read(&mut self, line: &str) {
+        self.0.add(line);
+    }
+
+    /// The suggested change: with `base`, the whole merged config; without, a standalone
+    /// `allow:` section. The text is checked before it is returned: it must parse as a
+    /// config and allow every request it claims to; a `WARNING` comment says so if not.
+    pub fn suggest(&self, base: Option<&Base<'_>>) -> String {
+        let plan = plan::plan(&self.0, base.map(|b| b.config));
+        let mut out = render::render(&self.0, &plan, base);
+        out.push_str(&verify(&out, &plan, base.is_some()));
+        out
+    }
+}
+
+/// [`Lines::suggest`] for lines already in memory.
 pub fn suggest<'a>(lines: impl IntoIterator<Item = &'a str>, base: Option<&Base<'_>>) -> String {
-    let seen = read::read(lines);
-    let plan = plan::plan(&seen, base.map(|b| b.config));
-    let mut out = render::render(&seen, &plan, base);
-    out.push_str(&verify(&out, &plan, base.is_some()));
-    out
+    let mut read = Lines::default();
+    for line in lines {
+        read.read(line);
+    }
+    read.suggest(base)
 }
 
 /// A warning line if the text does not validate or does not allow what the plan covers.

@@ -337,8 +337,9 @@ fn extend(
 }
 
 /// A name no rule covers goes onto an existing rule that holds a sibling (same parent) when
-/// that rule already allows every port and client the name was asked on, and requires SNI:
-/// the name then gets exactly that rule's ports and limits, nothing more.
+/// that rule's ports are exactly those the name was asked on, its clients cover every client
+/// that asked, and it requires SNI: the name then gets no port it wasn't asked on, and the
+/// rule's client limit besides.
 fn onto_sibling(
     plan: &mut Plan,
     original: &[Rule],
@@ -349,7 +350,7 @@ fn onto_sibling(
     let family = parent(name);
     let fits = |rule: &Rule| {
         rule.tls == TlsRequirement::RequireSni
-            && group.ports.iter().all(|p| rule.ports.contains(p))
+            && rule.ports.iter().copied().collect::<BTreeSet<u16>>() == group.ports
             && group.clients.iter().all(|c| covers(rule, *c) == Some(true))
     };
     for (i, rule) in work.iter_mut().enumerate().take(original.len()) {

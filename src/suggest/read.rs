@@ -56,29 +56,30 @@ impl Observed {
     }
 }
 
-pub(super) fn read<'a>(lines: impl IntoIterator<Item = &'a str>) -> Observed {
-    let mut seen = Observed::default();
-    for line in lines {
+impl Observed {
+    /// Takes in one line; blank lines are not counted.
+    pub fn add(&mut self, line: &str) {
         if line.trim().is_empty() {
-            continue;
+            return;
         }
-        seen.lines += 1;
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            seen.not_json += 1;
-            continue;
+        self.lines += 1;
+        let v = match serde_json::from_str::<Value>(line) {
+            Ok(v) if v.is_object() => v,
+            _ => {
+                self.not_json += 1;
+                return;
+            }
         };
-        if !v.is_object() {
-            seen.not_json += 1;
-        } else if v["event"] != "decision" {
-            seen.not_decision += 1;
+        if v["event"] != "decision" {
+            self.not_decision += 1;
         } else if v["decision"] != "deny" {
-            seen.allowed += 1;
+            self.allowed += 1;
         } else {
             match v["reason"].as_str() {
-                Some(reason) if POLICY.contains(&reason) => denial(&mut seen, &v, reason),
-                Some("sni_mismatch") => seen.sni_mismatch += 1,
+                Some(reason) if POLICY.contains(&reason) => denial(self, &v, reason),
+                Some("sni_mismatch") => self.sni_mismatch += 1,
                 other => {
-                    *seen
+                    *self
                         .ignored
                         .entry(other.unwrap_or("(no reason)").to_owned())
                         .or_default() += 1
@@ -86,7 +87,6 @@ pub(super) fn read<'a>(lines: impl IntoIterator<Item = &'a str>) -> Observed {
             }
         }
     }
-    seen
 }
 
 fn denial(seen: &mut Observed, v: &Value, reason: &str) {

@@ -368,6 +368,33 @@ fn a_name_joins_a_rule_holding_a_sibling_with_the_same_ports_and_limits() {
 }
 
 #[test]
+fn a_name_does_not_join_a_sibling_rule_with_more_ports_than_it_was_asked_on() {
+    let config_text = "\
+listeners: { explicit: 127.0.0.1:3128 }
+allow:
+  - name: pypi
+    hosts: [pypi.org]
+    ports: [443, 8443]
+";
+    let config = Config::from_yaml(config_text).unwrap();
+    let base = Base {
+        source: "c.yaml",
+        text: config_text,
+        config: &config,
+    };
+    let out = suggest([no_rule("test.pypi.org", 443).as_str()], Some(&base));
+    assert!(
+        out.contains("  - name: pypi-org\n    hosts:\n      - test.pypi.org\n    ports: [443]\n"),
+        "{out}"
+    );
+    let merged = Config::from_yaml(&out).unwrap();
+    assert_eq!(
+        decide(&merged, "10.0.0.5", "test.pypi.org", 8443),
+        (false, Reason::Port)
+    );
+}
+
+#[test]
 fn flags_names_only_a_broad_wildcard_would_cover() {
     let lines: Vec<String> = (0..3)
         .map(|i| no_rule(&format!("bucket{i}.s3.us-east-1.amazonaws.com"), 443))
@@ -452,4 +479,65 @@ fn nothing_denied_means_nothing_to_add() {
     let out = standalone(&[line("pypi.org", 443, "rule", Some("pypi"), "10.0.0.5")]);
     assert!(out.contains("[]  # no rule to add"), "{out}");
     assert!(rules_of(&out).is_empty());
+}
+
+#[test]
+fn a_config_with_every_section_anchors_and_quoted_patterns_merges_to_the_same_config() {
+    let config_text = "\
+mode: report
+report_until: 2027-01-31
+report_clients: [10.0.64.0/19]
+listeners:
+  explicit: 127.0.0.1:3128
+  transparent_tls: { listen: 127.0.0.1:8443, default_port: 443 }
+  admin: \"127.0.0.1:9090\"
+allow:
+  - &first
+    name: pypi
+    hosts: [pypi.org, \"Bücher.example\", \"*.cdn.example.net\", \"api-*.example.com\"]
+    mode: enforce
+  - name: ips
+    cidrs: [1.1.1.1/32, \"2606:4700::/32\"]
+    tls: any
+resolver: { hosts: { pypi.org: [1.2.3.4] } }
+timeouts: { client_handshake: 10s, upstream_connect: 5s, idle: 300s, drain: 30s }
+limits: { max_connections: 10000, max_header_bytes: 16384 }
+";
+    let config = Config::from_yaml(config_text).unwrap();
+    let base = Base {
+        source: "c.yaml",
+        text: config_text,
+        config: &config,
+    };
+    let lines = [line(
+        "2606:4700::1111",
+        853,
+        "port",
+        Some("ips"),
+        "10.0.0.1",
+    )];
+    let out = suggest(lines.iter().map(String::as_str), Some(&base));
+    assert!(!out.contains("WARNING"), "{out}");
+    let merged = Config::from_yaml(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+    assert_eq!(merged.policy.report_until(), config.policy.report_until());
+    assert_eq!(merged.listeners, config.listeners);
+    assert_eq!(merged.resolver_hosts, config.resolver_hosts);
+    assert_eq!(merged.timeouts, config.timeouts);
+    let (before, after) = (config.policy.rules(), merged.policy.rules());
+    assert_eq!(before.len(), after.len(), "{out}");
+    for (b, a) in before.iter().zip(after) {
+        let patterns = |r: &crate::policy::Rule| -> Vec<String> {
+            r.hosts.iter().map(|p| p.as_str().to_owned()).collect()
+        };
+        assert_eq!(
+            (&b.name, patterns(b), &b.clients, &b.cidrs),
+            (&a.name, patterns(a), &a.clients, &a.cidrs)
+        );
+        assert_eq!((b.tls, b.mode), (a.tls, a.mode));
+    }
+    assert_eq!(after[1].ports, vec![443, 853], "{out}");
+    assert_eq!(
+        decide(&merged, "10.0.0.1", "2606:4700::1111", 853),
+        (true, Reason::Rule)
+    );
 }
