@@ -42,11 +42,15 @@ enum Command {
         /// host, host:port, or [v6]:port.
         target: String,
     },
-    /// Read decision lines (a file, or stdin) and print a minimal allowlist for what was
-    /// denied or would have been (report mode), flagging names only a wildcard would cover.
+    /// Read decision lines (files, or stdin) and print the smallest config change that would
+    /// allow what was denied or would have been (report mode): merged into the config's rules
+    /// when one is given, never wider than what was seen.
     Suggest {
-        /// Decision log file; stdin when absent or `-`.
-        file: Option<std::path::PathBuf>,
+        /// The config to merge into: a file path, or ssm:/parameter/name.
+        #[arg(long, env = "EGRESS_PROXY_CONFIG")]
+        config: Option<String>,
+        /// Decision log files; stdin when none or `-`.
+        files: Vec<std::path::PathBuf>,
     },
     /// Parse and check the config; print every problem with its field path.
     Validate {
@@ -91,7 +95,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => run(&config).await,
             Command::Validate { config } => validate(&config).await,
-            Command::Suggest { file } => suggest(file),
+            Command::Suggest { config, files } => suggest(config.as_deref(), &files).await,
             Command::Check {
                 config,
                 client,
@@ -138,20 +142,49 @@ async fn load(source: &str) -> Result<Loaded, ()> {
     })
 }
 
-fn suggest(file: Option<std::path::PathBuf>) -> ExitCode {
-    use std::io::Read;
-    let mut text = String::new();
-    let read = match file.as_deref() {
-        Some(path) if path != std::path::Path::new("-") => {
-            std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))
+async fn suggest(source: Option<&str>, files: &[std::path::PathBuf]) -> ExitCode {
+    use std::io::BufRead;
+    // Line by line, so a log of any size costs only the distinct requests it denied.
+    let mut lines = egress_proxy::suggest::Lines::default();
+    let mut take = |mut input: Box<dyn BufRead>| -> std::io::Result<()> {
+        let mut line = Vec::new();
+        while input.read_until(b'\n', &mut line)? > 0 {
+            lines.read(&String::from_utf8_lossy(&line));
+            line.clear();
         }
-        _ => std::io::stdin().read_to_string(&mut text),
+        Ok(())
     };
-    if let Err(e) = read {
-        say!(stderr, "egress-proxy: reading decision lines: {e}");
-        return ExitCode::from(EXIT_CONFIG);
+    let stdin = [std::path::PathBuf::from("-")];
+    for path in if files.is_empty() { &stdin[..] } else { files } {
+        let read = if path == std::path::Path::new("-") {
+            take(Box::new(std::io::stdin().lock()))
+        } else {
+            std::fs::File::open(path).and_then(|f| take(Box::new(std::io::BufReader::new(f))))
+        };
+        if let Err(e) = read {
+            say!(
+                stderr,
+                "egress-proxy: reading decision lines from {}: {e}",
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
     }
-    let out = egress_proxy::suggest::suggest(text.lines());
+    let loaded = match source {
+        Some(source) => match load(source).await {
+            Ok(loaded) => Some(loaded),
+            Err(()) => return ExitCode::from(EXIT_CONFIG),
+        },
+        None => None,
+    };
+    let base = source
+        .zip(loaded.as_ref())
+        .map(|(source, loaded)| egress_proxy::suggest::Base {
+            source,
+            text: &loaded.text,
+            config: &loaded.config,
+        });
+    let out = lines.suggest(base.as_ref());
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     ExitCode::SUCCESS
 }
