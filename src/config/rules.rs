@@ -243,7 +243,11 @@ impl Walk {
             }
             return None;
         };
-        if text.chars().any(char::is_control) {
+        // Line and paragraph separators end a line for some readers too.
+        if text
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+        {
             // It lands in a status line and a header: a newline there would split the reply.
             self.problem(
                 "deny_help",

@@ -164,6 +164,7 @@ fn deny_help_is_one_short_line() {
         "\"a\\nb\"",
         "\"a\\rHTTP/1.1 200 OK\"",
         "\"tab\\there\"",
+        "\"a\\u2028b\"",
         "|\n  two\n  lines",
     ] {
         let p = problem_at(&format!("{MINIMAL}deny_help: {bad}\n"), "deny_help");
