@@ -13,9 +13,23 @@ use subtle::{Choice, ConstantTimeEq};
 pub type TokenDigest = [u8; 32];
 
 /// Workload name → the digests of its accepted tokens (more than one during a rotation).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Principals {
     by_name: BTreeMap<String, Vec<TokenDigest>>,
+}
+
+/// Names and counts only: a digest of a weak token can be brute-forced, so a `{config:?}`
+/// in a log must not carry them.
+impl std::fmt::Debug for Principals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(
+                self.by_name
+                    .iter()
+                    .map(|(name, digests)| (name, format!("{} digest(s)", digests.len()))),
+            )
+            .finish()
+    }
 }
 
 /// Stands in for an unknown name's digest so that a miss costs what a hit costs.
@@ -165,6 +179,24 @@ mod tests {
         for bad in ["", "a:b", "a b", "ümlaut", "a/b", &"x".repeat(65), "a\n"] {
             assert!(!valid_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_digests() {
+        let shown = format!("{:?}", sample());
+        assert!(
+            shown.contains("glue-etl") && shown.contains("2 digest(s)"),
+            "{shown}"
+        );
+        let hex: String = digest_of("b-token")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(!shown.contains(&hex[..16]), "{shown}");
+        assert!(
+            !shown.contains("90, 90") && !shown.contains("0x"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -128,3 +128,42 @@ fn reaching_under_needs_a_label_left_for_the_registrant() {
     ));
     assert!(!reaches_under(true, &[], "example.org", "example.com"));
 }
+
+#[test]
+fn spelling_does_not_get_a_wildcard_past_the_check() {
+    for spelling in [
+        "*.S3.AmazonAWS.com",
+        "*.s3.amazonaws.com.",
+        "**.s3.amazonaws.com",
+        "*.*.s3.amazonaws.com",
+        "*.github.io.",
+        "*.GITHUB.IO",
+    ] {
+        assert!(open(spelling).is_some(), "{spelling}");
+    }
+}
+
+#[test]
+fn every_listed_suffix_refuses_a_wildcard_over_it() {
+    // The whole list: `*.S` for each rule S of two or more labels (wildcard rules as their
+    // `*.base`, whose children are suffixes), so a parsing slip in the index can't hide one.
+    let mut checked = 0;
+    for rule in LIST
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|rule| !rule.starts_with("//") && !rule.starts_with('!'))
+    {
+        let text = if rule.starts_with("*.") {
+            rule.to_owned()
+        } else {
+            format!("*.{rule}")
+        };
+        // Single-label tails are the parser's floor (`*.com`: too broad), not this check's.
+        let Ok(pattern) = HostPattern::parse(&text) else {
+            continue;
+        };
+        assert!(open_suffix(&pattern).is_some(), "{text} was accepted");
+        checked += 1;
+    }
+    assert!(checked > 8_000, "only {checked} rules checked");
+}
