@@ -206,6 +206,27 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
+impl Problems {
+    /// Every problem as `FILE:LINE:COL: path: message`, one a line (see [`Problem::display_in`]).
+    pub fn display_in<'a>(&'a self, file: &'a str) -> impl fmt::Display + 'a {
+        AllInFile(&self.0, file)
+    }
+}
+
+struct AllInFile<'a>(&'a [Problem], &'a str);
+
+impl fmt::Display for AllInFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", problem.display_in(self.1))?;
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Parses and checks YAML text. Either a whole valid config or every problem in it.
     /// Text over the limits in [`bounds`] (size, nesting, tokens, alias expansion) is refused

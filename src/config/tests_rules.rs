@@ -430,6 +430,15 @@ fn problems_carry_line_and_column() {
     let typo = problem_at(yaml, "allow[0].prots");
     assert_eq!(typo.at, Some((8, 5)));
     assert!(typo.message.contains("did you mean `ports`?"), "{typo}");
+    let all = Config::from_yaml(yaml).unwrap_err();
+    let lines = all.display_in("egress.yaml").to_string();
+    assert_eq!(lines.lines().count(), all.0.len());
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.starts_with("egress.yaml:8:5: allow[0].prots: ")),
+        "{lines}"
+    );
     let unplaced = Problem::new("", "the config is empty");
     assert_eq!(
         unplaced.display_in("f.yaml").to_string(),

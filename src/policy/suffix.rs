@@ -157,7 +157,9 @@ pub fn open_suffix(pattern: &HostPattern) -> Option<OpenSuffix> {
         .flatten()
         .filter(|suffix| reaches_under(wildcard.any_prefix, wildcard.globs, suffix, tail))
         .collect();
-    reached.sort_by_key(|s| (s.matches('.').count(), s.as_str()));
+    // The nearest, shortest suffix is the one a reader will recognise (`s3.amazonaws.com`).
+    // The nearest, shortest suffix is the one a reader will recognise (`s3.amazonaws.com`).
+    reached.sort_by_key(|s| (s.matches('.').count(), s.len(), s.as_str()));
     let (first, rest) = reached.split_first()?;
     Some(OpenSuffix {
         suffix: (*first).clone(),

@@ -32,7 +32,10 @@ fn refuses_wildcards_over_a_public_suffix_naming_it() {
 fn refuses_wildcards_above_a_public_suffix() {
     // amazonaws.com is not itself a suffix, but s3.amazonaws.com (and hundreds more) are.
     let o = open_suffix(&HostPattern::parse("*.amazonaws.com").unwrap()).unwrap();
-    assert!(o.suffix.ends_with(".amazonaws.com"), "{o:?}");
+    assert_eq!(
+        o.suffix, "s3.amazonaws.com",
+        "the recognisable one is named"
+    );
     assert!(o.more > 100, "{o:?}");
     assert!(open("*.us-east-1.amazonaws.com").is_some());
     // A glob reaching into a suffix's own label: `s3*` takes `s3`, `*.` the bucket.
