@@ -118,6 +118,9 @@ impl Walk {
         for key in map.keys() {
             match key.as_str() {
                 Some(k) if known.contains(&k) => {}
+                Some(k) if let Some(why) = hints::not_yet(path, k) => {
+                    self.problem(&join(path, k), why)
+                }
                 Some(k) => {
                     let guess = hints::nearest(k, known)
                         .map(|g| format!("did you mean `{g}`? "))

@@ -479,6 +479,11 @@ fn hints_for_ports_in_hosts_and_quoted_ports() {
         "allow[0].ports[0]",
     );
     assert!(p.message.contains("ports are numbers"), "{p}");
+    let p = problem_at(
+        &format!("{MINIMAL}resolver: {{ nameservers: [10.0.0.2:53] }}\n"),
+        "resolver.nameservers",
+    );
+    assert!(p.message.contains("not implemented yet"), "{p}");
     let p = problem_at(&format!("{MINIMAL}alow: []\n"), "alow");
     assert!(p.message.contains("did you mean `allow`?"), "{p}");
 }
