@@ -13,9 +13,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use super::Problem;
 
-/// Bytes of YAML that lookups may parse in all: every problem of a 16 KB config, the first
-/// few of a 1 MB one.
-pub const LOCATE_BUDGET: usize = 16 * 1024 * 1024;
+/// Bytes of YAML that lookups may parse in all: every problem of a 16 KB config (256), the
+/// first four of a 1 MB one; tens of milliseconds at most, on every load and reload.
+pub const LOCATE_BUDGET: usize = 4 * 1024 * 1024;
 
 /// The message that marks "found it", distinct from any real parse error.
 const FOUND: &str = "\u{0}egress-proxy: located";

@@ -495,3 +495,26 @@ fn a_digest_verifies_through_the_parsed_config_only_for_its_token() {
     assert!(!c.principals.verify("ci", TEST_HASH.as_bytes()));
     assert!(!c.principals.verify("other", b"test"));
 }
+
+#[test]
+fn shadowing_is_found_at_scale_and_positions_are_rationed() {
+    let n = 5_000;
+    let mut yaml = format!("{MINIMAL}allow:\n");
+    for i in 0..n {
+        yaml += &format!("  - name: r{i}\n    hosts: [h{i}.example.com]\n");
+    }
+    for i in 0..n {
+        yaml += &format!("  - name: again{i}\n    hosts: [h{i}.example.com]\n");
+    }
+    let c = Config::from_yaml(&yaml).unwrap();
+    assert_eq!(c.warnings.len(), n);
+    assert_eq!(c.warnings[0].path, format!("allow[{n}]"));
+    assert!(c.warnings[0].message.contains("rule 'r0' (allow[0])"));
+    // Placing a problem costs a parse: the first ones get positions, the rest keep paths.
+    assert_eq!(c.warnings[0].at, Some((2 * n + 3, 5)));
+    assert_eq!(c.warnings[n - 1].at, None);
+    assert!(
+        yaml.len() * 2 < locate::LOCATE_BUDGET,
+        "the budget places at least two"
+    );
+}

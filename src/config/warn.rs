@@ -2,6 +2,8 @@
 //! already ended, no rules, a rule that can never decide anything). They never stop a config
 //! from loading; `run`, reload and `validate` print them. Pure (the time is passed in).
 
+use std::collections::HashMap;
+
 use ipnet::IpNet;
 
 use super::parse::Walk;
@@ -35,8 +37,9 @@ impl Walk {
                 }
             }
         }
+        let index = Index::new(rules);
         for (j, later) in rules.iter().enumerate() {
-            if let Some(i) = shadowed_by(&rules[..j], later) {
+            if let Some(i) = index.shadowed_by(rules, j, later) {
                 out.push(Problem::new(
                     &format!("allow[{j}]"),
                     format!(
@@ -51,28 +54,92 @@ impl Walk {
     }
 }
 
-/// The first earlier rule that already matches every request `later` could match, so that
-/// `later` never decides: only when one rule covers all of `later`'s hosts, ports, clients and
-/// principals (a sound, deliberately simple test: shadowing spread over several earlier
-/// rules is not reported). Rules with `cidrs` are left alone.
-fn shadowed_by(earlier: &[Rule], later: &Rule) -> Option<usize> {
-    if !later.cidrs.is_empty() || later.hosts.is_empty() {
-        return None;
+/// Which rules name each pattern (by its normalised text) and each `*.suffix`, so that
+/// finding the rules that might shadow another costs a few probes per host, not a scan of
+/// every earlier rule: a 10,000-rule config is checked in linear time.
+struct Index<'r> {
+    by_text: HashMap<&'r str, Vec<usize>>,
+    by_suffix: HashMap<&'r str, Vec<usize>>,
+}
+
+impl<'r> Index<'r> {
+    fn new(rules: &'r [Rule]) -> Index<'r> {
+        let mut index = Index {
+            by_text: HashMap::new(),
+            by_suffix: HashMap::new(),
+        };
+        for (i, rule) in rules.iter().enumerate() {
+            for pattern in &rule.hosts {
+                index.by_text.entry(pattern.as_str()).or_default().push(i);
+                if let PatternKind::Suffix(suffix) = pattern.kind() {
+                    index.by_suffix.entry(suffix.as_str()).or_default().push(i);
+                }
+            }
+        }
+        index
     }
-    earlier.iter().position(|first| {
-        later.ports.iter().all(|p| first.ports.contains(p))
-            && nets_cover(&first.clients, &later.clients)
-            && (first.principals.is_empty()
-                || (!later.principals.is_empty()
-                    && later
-                        .principals
-                        .iter()
-                        .all(|p| first.principals.contains(p))))
-            && later
-                .hosts
-                .iter()
-                .all(|h| first.hosts.iter().any(|f| pattern_covers(f, h)))
-    })
+
+    /// The first rule before `j` that already matches every request `later` could match, so
+    /// that `later` never decides: only when one rule covers all of `later`'s hosts, ports,
+    /// clients and principals (a sound, deliberately simple test: shadowing spread over
+    /// several earlier rules is not reported). Rules with `cidrs` are left alone.
+    fn shadowed_by(&self, rules: &[Rule], j: usize, later: &Rule) -> Option<usize> {
+        if !later.cidrs.is_empty() {
+            return None;
+        }
+        let first_host = later.hosts.first()?;
+        // Any rule covering every host covers the first one: start from those.
+        let mut candidates: Vec<usize> = self
+            .by_text
+            .get(first_host.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        for parent in parents(first_host) {
+            candidates.extend(self.by_suffix.get(parent).into_iter().flatten().copied());
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+            .into_iter()
+            .take_while(|&i| i < j)
+            .find(|&i| covers(&rules[i], later))
+    }
+}
+
+/// The names a `*.parent` pattern would have to end in to cover `pattern`: every proper
+/// label suffix of an exact name, and of a `*.suffix` the suffix itself and its parents.
+fn parents(pattern: &HostPattern) -> Vec<&str> {
+    let name = match pattern.kind() {
+        PatternKind::Exact(name) => name.as_str(),
+        PatternKind::Suffix(suffix) => {
+            let s = suffix.as_str();
+            return std::iter::once(s)
+                .chain(s.match_indices('.').map(|(at, _)| &s[at + 1..]))
+                .collect();
+        }
+        PatternKind::Glob => return Vec::new(),
+    };
+    name.match_indices('.')
+        .map(|(at, _)| &name[at + 1..])
+        .collect()
+}
+
+/// Whether `first` matches every request `later` matches.
+fn covers(first: &Rule, later: &Rule) -> bool {
+    later.ports.iter().all(|p| first.ports.contains(p))
+        && nets_cover(&first.clients, &later.clients)
+        && (first.principals.is_empty()
+            || (!later.principals.is_empty()
+                && later
+                    .principals
+                    .iter()
+                    .all(|p| first.principals.contains(p))))
+        && later
+            .hosts
+            .iter()
+            .all(|h| first.hosts.iter().any(|f| pattern_covers(f, h)))
 }
 
 /// Whether every client in `inner` is in `outer` (empty means every client).
