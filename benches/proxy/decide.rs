@@ -66,6 +66,7 @@ fn time_decisions(
             client,
             host,
             port: 443,
+            principal: None,
         });
         assert_eq!(
             v.allowed, want_allowed,
@@ -82,6 +83,7 @@ fn time_decisions(
                 client,
                 host,
                 port: 443,
+                principal: None,
             }));
             black_box(v);
             done += 1;

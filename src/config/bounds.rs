@@ -46,10 +46,7 @@ const MIB: usize = 1024 * 1024;
 
 /// The YAML tree of `text`, or the one problem that stopped it from being read.
 pub(super) fn read_yaml(text: &str) -> Result<Value, Problem> {
-    let problem = |message: String| Problem {
-        path: String::new(),
-        message,
-    };
+    let problem = |message: String| Problem::new("", message);
     if text.len() > MAX_CONFIG_BYTES {
         return Err(problem(format!(
             "config is {}; the limit is {}",
@@ -77,14 +74,21 @@ pub(super) fn read_yaml(text: &str) -> Result<Value, Problem> {
     serde_yaml_ng::Deserializer::from_str(text)
         .deserialize_any(Node(&budget))
         .map_err(|e| {
-            problem(if budget.exceeded.get() {
-                format!(
+            if budget.exceeded.get() {
+                return problem(format!(
                     "config expands to more than {MAX_VALUES} values \
                      (anchors count each time an alias uses them)"
-                )
-            } else {
-                format!("not valid YAML: {e}")
-            })
+                ));
+            }
+            let at = e.location().map(|l| (l.line(), l.column()));
+            let hint = at
+                .and_then(|(line, _)| super::hints::yaml(text, line))
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+            Problem {
+                at,
+                ..problem(format!("not valid YAML: {e}{hint}"))
+            }
         })
 }
 

@@ -3,18 +3,25 @@
 //! `run`, `check`, `validate` and reload all go through [`Config::from_yaml`].
 
 pub mod bounds;
-mod parse;
+mod hints;
+pub mod locate;
+pub mod parse;
+mod rules;
 pub mod source;
 #[cfg(feature = "ssm")]
 pub mod ssm;
 mod units;
+mod warn;
+
+pub use rules::MAX_DENY_HELP;
+pub use units::parse_size;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::policy::{AddrFilter, Policy};
+use crate::policy::{AddrFilter, Policy, Principals};
 
 /// A fully checked configuration, ready to serve.
 #[derive(Debug, Clone)]
@@ -27,6 +34,19 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub reload: ReloadSettings,
     pub limits: Limits,
+    /// `deny_help:` one line (no control characters, at most [`MAX_DENY_HELP`] characters)
+    /// added to every denial a client sees; `None` when unset or empty.
+    pub deny_help: Option<String>,
+    /// `principals:` workload name -> accepted token digests. Verify credentials with
+    /// [`Principals::verify`], then pass the name in [`crate::policy::Request::principal`].
+    pub principals: Principals,
+    /// `require_principal:` explicit-listener requests without valid credentials get 407.
+    /// Never true without principals (that config is refused).
+    pub require_principal: bool,
+    /// Things that are valid but probably not meant (report mode already over, no rules, a
+    /// rule that can never match), with paths and positions like problems. Print them; they
+    /// never stop a config from loading.
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +146,36 @@ impl Default for Limits {
 pub struct Problem {
     pub path: String,
     pub message: String,
+    /// Where in the text: 1-based (line, column) of the node the path names (or of the
+    /// mapping that lacks it), when the text could be read and the lookup budget allowed.
+    pub at: Option<(usize, usize)>,
+}
+
+impl Problem {
+    pub fn new(path: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.to_owned(),
+            message: message.into(),
+            at: None,
+        }
+    }
+
+    /// `FILE:LINE:COL: path: message` (or `FILE: path: message` without a position), the
+    /// form editors and CI annotators jump to.
+    pub fn display_in<'a>(&'a self, file: &'a str) -> impl fmt::Display + 'a {
+        InFile(self, file)
+    }
+}
+
+struct InFile<'a>(&'a Problem, &'a str);
+
+impl fmt::Display for InFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.at {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.1, self.0),
+            None => write!(f, "{}: {}", self.1, self.0),
+        }
+    }
 }
 
 impl fmt::Display for Problem {
@@ -156,14 +206,46 @@ impl fmt::Display for Problems {
 
 impl std::error::Error for Problems {}
 
+impl Problems {
+    /// Every problem as `FILE:LINE:COL: path: message`, one a line (see [`Problem::display_in`]).
+    pub fn display_in<'a>(&'a self, file: &'a str) -> impl fmt::Display + 'a {
+        AllInFile(&self.0, file)
+    }
+}
+
+struct AllInFile<'a>(&'a [Problem], &'a str);
+
+impl fmt::Display for AllInFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", problem.display_in(self.1))?;
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Parses and checks YAML text. Either a whole valid config or every problem in it.
     /// Text over the limits in [`bounds`] (size, nesting, tokens, alias expansion) is refused
     /// with that one problem, in milliseconds, before it is parsed.
+    /// Warnings that depend on the date (`report_until` already past) use the system clock.
     pub fn from_yaml(text: &str) -> Result<Config, Problems> {
-        parse::parse(text)
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        parse::parse(text, now)
+    }
+
+    /// [`Config::from_yaml`] as of `now` (Unix seconds), for tests and reproducible checks.
+    pub fn from_yaml_at(text: &str, now: u64) -> Result<Config, Problems> {
+        parse::parse(text, now)
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rules;

@@ -2,24 +2,27 @@
 //! limits of [`super::bounds`]), then walked field by field so that every problem is reported
 //! with its path, not just the first one serde would stop at. Pure.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde_yaml_ng::{Mapping, Value};
 
-use super::bounds;
 use super::units::{parse_duration, parse_report_until};
+use super::{bounds, hints, locate};
 use super::{Config, Limits, Listeners, Problem, Problems, ReloadSettings, Timeouts};
-use crate::policy::{
-    host, AddrFilter, Host, HostPattern, Mode, Policy, Reporting, Rule, TlsRequirement,
-};
+use crate::policy::{host, AddrFilter, Host, HostPattern, Mode, Policy, Reporting};
 
-const TOP: &[&str] = &[
+/// Top-level keys. These lists are the parser's whole vocabulary: `tests/config_docs.rs`
+/// checks that each key is in `docs/config.md` and `docs/config.schema.json`.
+pub const TOP_KEYS: &[&str] = &[
     "mode",
     "report_until",
     "report_clients",
+    "deny_help",
+    "principals",
+    "require_principal",
     "listeners",
     "allow",
     "upstream",
@@ -28,41 +31,84 @@ const TOP: &[&str] = &[
     "reload",
     "limits",
 ];
-const LISTENERS: &[&str] = &["explicit", "transparent_tls", "transparent_http", "admin"];
-const TRANSPARENT: &[&str] = &["listen", "default_port"];
-const RULE: &[&str] = &["name", "hosts", "ports", "clients", "cidrs", "tls", "mode"];
-const UPSTREAM: &[&str] = &["deny_cidrs", "allow_cidrs"];
-const RESOLVER: &[&str] = &["hosts"];
-const TIMEOUTS: &[&str] = &["client_handshake", "upstream_connect", "idle", "drain"];
-const RELOAD: &[&str] = &["poll_interval"];
-const LIMITS: &[&str] = &["max_connections", "max_header_bytes"];
+pub const LISTENER_KEYS: &[&str] = &["explicit", "transparent_tls", "transparent_http", "admin"];
+/// The long form of a transparent listener: `{ listen, default_port }`.
+pub const TRANSPARENT_KEYS: &[&str] = &["listen", "default_port"];
+pub const RULE_KEYS: &[&str] = &[
+    "name",
+    "hosts",
+    "ports",
+    "clients",
+    "principals",
+    "cidrs",
+    "tls",
+    "mode",
+    "tenant_wildcard",
+    "max_bytes_up",
+    "upload_budget",
+];
+pub const UPLOAD_BUDGET_KEYS: &[&str] = &["bytes", "per"];
+pub const UPSTREAM_KEYS: &[&str] = &["deny_cidrs", "allow_cidrs"];
+/// `resolver.nameservers` is in the contract but not implemented yet, so not accepted.
+pub const RESOLVER_KEYS: &[&str] = &["hosts"];
+pub const TIMEOUT_KEYS: &[&str] = &["client_handshake", "upstream_connect", "idle", "drain"];
+pub const RELOAD_KEYS: &[&str] = &["poll_interval"];
+pub const LIMIT_KEYS: &[&str] = &["max_connections", "max_header_bytes"];
 
-pub(super) fn parse(text: &str) -> Result<Config, Problems> {
+/// Every mapping the parser reads with a fixed set of keys, by where it sits (`[]` for "each
+/// item of the list"): for tests and docs that must cover every key.
+pub const KEY_SETS: &[(&str, &[&str])] = &[
+    ("", TOP_KEYS),
+    ("listeners", LISTENER_KEYS),
+    ("listeners.transparent_tls", TRANSPARENT_KEYS),
+    ("listeners.transparent_http", TRANSPARENT_KEYS),
+    ("allow[]", RULE_KEYS),
+    ("allow[].upload_budget", UPLOAD_BUDGET_KEYS),
+    ("upstream", UPSTREAM_KEYS),
+    ("resolver", RESOLVER_KEYS),
+    ("timeouts", TIMEOUT_KEYS),
+    ("reload", RELOAD_KEYS),
+    ("limits", LIMIT_KEYS),
+];
+
+/// `text` as a checked config, or every problem in it; `now` (Unix seconds) only decides
+/// warnings such as a `report_until` already past. Problems and warnings carry the
+/// line:column of the node they are about.
+pub(super) fn parse(text: &str, now: u64) -> Result<Config, Problems> {
     let root = bounds::read_yaml(text).map_err(|problem| Problems(vec![problem]))?;
-    let mut walk = Walk::default();
-    let config = walk.config(&root);
+    let mut walk = Walk {
+        now,
+        ..Walk::default()
+    };
+    let mut config = walk.config(&root);
     if walk.problems.is_empty() {
+        config.warnings = walk.warnings(&config);
+        locate::locate_all(text, &mut config.warnings);
         Ok(config)
     } else {
+        locate::locate_all(text, &mut walk.problems);
         Err(Problems(walk.problems))
     }
 }
 
 #[derive(Default)]
-struct Walk {
-    problems: Vec<Problem>,
+pub(super) struct Walk {
+    pub(super) problems: Vec<Problem>,
+    pub(super) now: u64,
 }
 
 impl Walk {
-    fn problem(&mut self, path: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            path: path.to_owned(),
-            message: message.into(),
-        });
+    pub(super) fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
     }
 
     /// The mapping at `path` with unknown keys reported; `None` (and a problem) if it isn't one.
-    fn mapping<'v>(&mut self, value: &'v Value, path: &str, known: &[&str]) -> Option<&'v Mapping> {
+    pub(super) fn mapping<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &str,
+        known: &[&str],
+    ) -> Option<&'v Mapping> {
         let Value::Mapping(map) = value else {
             if !value.is_null() {
                 self.problem(path, format!("expected a mapping, found {}", kind(value)));
@@ -72,10 +118,21 @@ impl Walk {
         for key in map.keys() {
             match key.as_str() {
                 Some(k) if known.contains(&k) => {}
-                Some(k) => self.problem(
-                    &join(path, k),
-                    format!("unknown field; expected one of: {}", known.join(", ")),
-                ),
+                Some(k) if let Some(why) = hints::not_yet(path, k) => {
+                    self.problem(&join(path, k), why)
+                }
+                Some(k) => {
+                    let guess = hints::nearest(k, known)
+                        .map(|g| format!("did you mean `{g}`? "))
+                        .unwrap_or_default();
+                    self.problem(
+                        &join(path, k),
+                        format!(
+                            "unknown field; {guess}expected one of: {}",
+                            known.join(", ")
+                        ),
+                    )
+                }
                 None => self.problem(
                     path,
                     format!("field names must be strings, found {}", kind(key)),
@@ -92,15 +149,27 @@ impl Walk {
                 self.problem("", "the config is empty");
                 &empty
             }
-            _ => self.mapping(root, "", TOP).unwrap_or(&empty),
+            _ => self.mapping(root, "", TOP_KEYS).unwrap_or(&empty),
         };
         let mode = self.mode(top.get("mode"), "mode").unwrap_or_default();
         let reporting = Reporting {
             clients: self.list(top.get("report_clients"), "report_clients", Walk::cidr),
             until: top.get("report_until").and_then(|v| self.report_until(v)),
         };
+        let deny_help = top.get("deny_help").and_then(|v| self.deny_help(v));
+        let principals = self.principals(top.get("principals"));
+        let require_principal = match top.get("require_principal") {
+            None => false,
+            Some(v) => self.boolean(v, "require_principal").unwrap_or(false),
+        };
+        if require_principal && principals.is_empty() && !self.has_problem_under("principals") {
+            self.problem(
+                "require_principal",
+                "no principals are defined: define them under principals:, or drop require_principal",
+            );
+        }
         let listeners = self.listeners(top.get("listeners"));
-        let rules = self.rules(top.get("allow"));
+        let rules = self.rules(top.get("allow"), &principals);
         let upstream = self.upstream(top.get("upstream"));
         let resolver_hosts = self.resolver(top.get("resolver"));
         let timeouts = self.timeouts(top.get("timeouts"));
@@ -114,10 +183,14 @@ impl Walk {
             timeouts,
             reload,
             limits,
+            deny_help,
+            principals,
+            require_principal,
+            warnings: Vec::new(),
         }
     }
 
-    fn mode(&mut self, value: Option<&Value>, path: &str) -> Option<Mode> {
+    pub(super) fn mode(&mut self, value: Option<&Value>, path: &str) -> Option<Mode> {
         match value?.as_str() {
             Some("enforce") => Some(Mode::Enforce),
             Some("report") => Some(Mode::Report),
@@ -142,7 +215,7 @@ impl Walk {
 
     fn listeners(&mut self, value: Option<&Value>) -> Listeners {
         let mut listeners = Listeners::default();
-        let Some(map) = value.and_then(|v| self.mapping(v, "listeners", LISTENERS)) else {
+        let Some(map) = value.and_then(|v| self.mapping(v, "listeners", LISTENER_KEYS)) else {
             self.problem(
                 "listeners",
                 "missing: at least listeners.explicit or a transparent listener is needed",
@@ -192,7 +265,8 @@ impl Walk {
         match value {
             None | Some(Value::Null) => (None, default_port),
             Some(Value::Mapping(_)) => {
-                let Some(map) = self.mapping(value.unwrap_or(&Value::Null), &path, TRANSPARENT)
+                let Some(map) =
+                    self.mapping(value.unwrap_or(&Value::Null), &path, TRANSPARENT_KEYS)
                 else {
                     return (None, default_port);
                 };
@@ -213,7 +287,7 @@ impl Walk {
         }
     }
 
-    fn has_problem_under(&self, prefix: &str) -> bool {
+    pub(super) fn has_problem_under(&self, prefix: &str) -> bool {
         self.problems.iter().any(|p| p.path.starts_with(prefix))
     }
 
@@ -236,92 +310,7 @@ impl Walk {
         }
     }
 
-    fn rules(&mut self, value: Option<&Value>) -> Vec<Rule> {
-        let Some(value) = value else {
-            return Vec::new();
-        };
-        let Some(items) = self.sequence(value, "allow") else {
-            return Vec::new();
-        };
-        let mut names = HashSet::new();
-        let mut rules = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let path = format!("allow[{i}]");
-            let Some(map) = self.mapping(item, &path, RULE) else {
-                if item.is_null() {
-                    self.problem(&path, "empty rule");
-                }
-                continue;
-            };
-            let name = match map.get("name").and_then(Value::as_str) {
-                Some(name) if !name.trim().is_empty() => {
-                    if !names.insert(name.to_owned()) {
-                        self.problem(
-                            &join(&path, "name"),
-                            format!("duplicate rule name '{name}'"),
-                        );
-                    }
-                    name.to_owned()
-                }
-                _ => {
-                    self.problem(
-                        &join(&path, "name"),
-                        "missing: every rule needs a non-empty name",
-                    );
-                    String::new()
-                }
-            };
-            let hosts = self.list(map.get("hosts"), &join(&path, "hosts"), |walk, v, p| {
-                walk.pattern(v, p)
-            });
-            let cidrs = self.list(map.get("cidrs"), &join(&path, "cidrs"), Walk::cidr);
-            if hosts.is_empty() && cidrs.is_empty() && !self.has_problem_under(&path) {
-                self.problem(&path, "the rule allows nothing: give it hosts or cidrs");
-            }
-            let ports = match map.get("ports") {
-                None => vec![443],
-                Some(v) => {
-                    let ports = self.list(Some(v), &join(&path, "ports"), Walk::port);
-                    if ports.is_empty() && !self.has_problem_under(&join(&path, "ports")) {
-                        self.problem(
-                            &join(&path, "ports"),
-                            "empty: omit it for the default [443]",
-                        );
-                    }
-                    ports
-                }
-            };
-            let clients = self.list(map.get("clients"), &join(&path, "clients"), Walk::cidr);
-            let tls = match map.get("tls").map(|v| v.as_str()) {
-                None => TlsRequirement::RequireSni,
-                Some(Some("require_sni")) => TlsRequirement::RequireSni,
-                Some(Some("any")) => TlsRequirement::Any,
-                Some(_) => {
-                    self.problem(&join(&path, "tls"), "expected require_sni or any");
-                    TlsRequirement::RequireSni
-                }
-            };
-            if !cidrs.is_empty() && tls == TlsRequirement::RequireSni {
-                self.problem(
-                    &join(&path, "tls"),
-                    "a rule with cidrs needs `tls: any`: clients send no SNI to an IP-literal destination",
-                );
-            }
-            let mode = self.mode(map.get("mode"), &join(&path, "mode"));
-            rules.push(Rule {
-                name,
-                hosts,
-                ports,
-                clients,
-                cidrs,
-                tls,
-                mode,
-            });
-        }
-        rules
-    }
-
-    fn sequence<'v>(&mut self, value: &'v Value, path: &str) -> Option<&'v Vec<Value>> {
+    pub(super) fn sequence<'v>(&mut self, value: &'v Value, path: &str) -> Option<&'v Vec<Value>> {
         match value {
             Value::Sequence(items) => Some(items),
             Value::Null => None,
@@ -333,7 +322,7 @@ impl Walk {
     }
 
     /// Each item of the list at `path` through `item`, which reports its own problems.
-    fn list<T>(
+    pub(super) fn list<T>(
         &mut self,
         value: Option<&Value>,
         path: &str,
@@ -349,7 +338,7 @@ impl Walk {
             .collect()
     }
 
-    fn pattern(&mut self, value: &Value, path: &str) -> Option<HostPattern> {
+    pub(super) fn pattern(&mut self, value: &Value, path: &str) -> Option<HostPattern> {
         let Some(text) = value.as_str() else {
             self.problem(
                 path,
@@ -358,11 +347,14 @@ impl Walk {
             return None;
         };
         HostPattern::parse(text)
-            .map_err(|e| self.problem(path, format!("bad host pattern '{text}': {e}")))
+            .map_err(|e| {
+                let hint = hints::host(text);
+                self.problem(path, format!("bad host pattern '{text}': {e}{hint}"))
+            })
             .ok()
     }
 
-    fn cidr(&mut self, value: &Value, path: &str) -> Option<IpNet> {
+    pub(super) fn cidr(&mut self, value: &Value, path: &str) -> Option<IpNet> {
         let Some(text) = value.as_str() else {
             self.problem(
                 path,
@@ -399,10 +391,18 @@ impl Walk {
         }
     }
 
-    fn port(&mut self, value: &Value, path: &str) -> Option<u16> {
+    pub(super) fn port(&mut self, value: &Value, path: &str) -> Option<u16> {
         match value.as_u64() {
             Some(0) => self.problem(path, "port 0 is not allowed"),
             Some(p) if p <= 65535 => return Some(p as u16),
+            None if value.is_string() => {
+                let text = value.as_str().unwrap_or_default();
+                let fix = match text.trim().parse::<u16>() {
+                    Ok(n) => format!("write {n}, not '{text}'"),
+                    Err(_) => format!("expected 1-65535, found '{text}'"),
+                };
+                self.problem(path, format!("ports are numbers: {fix}"))
+            }
             _ => self.problem(
                 path,
                 format!("expected a port 1-65535, found {}", show(value)),
@@ -412,7 +412,7 @@ impl Walk {
     }
 
     fn upstream(&mut self, value: Option<&Value>) -> AddrFilter {
-        let Some(map) = value.and_then(|v| self.mapping(v, "upstream", UPSTREAM)) else {
+        let Some(map) = value.and_then(|v| self.mapping(v, "upstream", UPSTREAM_KEYS)) else {
             return AddrFilter::default();
         };
         let deny = self.list(map.get("deny_cidrs"), "upstream.deny_cidrs", Walk::cidr);
@@ -422,7 +422,7 @@ impl Walk {
 
     fn resolver(&mut self, value: Option<&Value>) -> HashMap<String, Vec<IpAddr>> {
         let mut hosts = HashMap::new();
-        let Some(map) = value.and_then(|v| self.mapping(v, "resolver", RESOLVER)) else {
+        let Some(map) = value.and_then(|v| self.mapping(v, "resolver", RESOLVER_KEYS)) else {
             return hosts;
         };
         let entries = match map.get("hosts") {
@@ -480,7 +480,7 @@ impl Walk {
 
     fn timeouts(&mut self, value: Option<&Value>) -> Timeouts {
         let mut t = Timeouts::default();
-        let Some(map) = value.and_then(|v| self.mapping(v, "timeouts", TIMEOUTS)) else {
+        let Some(map) = value.and_then(|v| self.mapping(v, "timeouts", TIMEOUT_KEYS)) else {
             return t;
         };
         for (key, slot) in [
@@ -500,7 +500,7 @@ impl Walk {
 
     fn reload(&mut self, value: Option<&Value>) -> ReloadSettings {
         let mut r = ReloadSettings::default();
-        let Some(map) = value.and_then(|v| self.mapping(v, "reload", RELOAD)) else {
+        let Some(map) = value.and_then(|v| self.mapping(v, "reload", RELOAD_KEYS)) else {
             return r;
         };
         if let Some(d) = map
@@ -512,7 +512,7 @@ impl Walk {
         r
     }
 
-    fn duration(&mut self, value: &Value, path: &str) -> Option<Duration> {
+    pub(super) fn duration(&mut self, value: &Value, path: &str) -> Option<Duration> {
         let parsed = match value {
             Value::Number(n) => n.as_u64().map(Duration::from_secs),
             Value::String(s) => parse_duration(s),
@@ -534,7 +534,7 @@ impl Walk {
 
     fn limits(&mut self, value: Option<&Value>) -> Limits {
         let mut l = Limits::default();
-        let Some(map) = value.and_then(|v| self.mapping(v, "limits", LIMITS)) else {
+        let Some(map) = value.and_then(|v| self.mapping(v, "limits", LIMIT_KEYS)) else {
             return l;
         };
         if let Some(v) = map.get("max_connections") {
@@ -560,7 +560,7 @@ impl Walk {
     }
 }
 
-fn join(path: &str, key: &str) -> String {
+pub(super) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -568,7 +568,7 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+pub(super) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "nothing",
         Value::Bool(_) => "a boolean",
@@ -580,7 +580,7 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-fn show(value: &Value) -> String {
+pub(super) fn show(value: &Value) -> String {
     match value {
         Value::String(s) => format!("'{s}'"),
         Value::Number(n) => n.to_string(),

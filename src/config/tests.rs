@@ -158,6 +158,7 @@ fn mapped_ipv6_cidrs_are_stored_as_ipv4() {
         client: "10.0.0.1".parse().unwrap(),
         host: &host,
         port: 80,
+        principal: None,
     });
     assert!(v.allowed);
 }
@@ -227,6 +228,7 @@ fn the_shipped_config_is_valid_and_denies_by_default() {
                 client,
                 host: &host,
                 port,
+                principal: None,
             })
             .allowed
     };

@@ -57,3 +57,29 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => None,
     }
 }
+
+/// A size in bytes: a bare number, or a number with a unit: `B`, `KiB`/`MiB`/`GiB`/`TiB`
+/// (powers of 1024) or `KB`/`MB`/`GB`/`TB` (powers of 1000), optionally after one space.
+/// Overflow is `None`, never a wrapped value.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let unit = unit.strip_prefix(' ').unwrap_or(unit);
+    let scale: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}

@@ -88,6 +88,7 @@ pub fn admit<'s>(
         client: line.client.ip(),
         host,
         port,
+        principal: None,
     });
     let mut enforced = verdict.enforced;
     let mut ended = "";

@@ -286,6 +286,17 @@ enum Kind {
     },
 }
 
+/// A wildcard pattern as `[*.] globs... . tail`: a matched name ends in `tail` (the longest run
+/// of literal labels), preceded by one name label per glob label (right-aligned, `globs` may
+/// hold literal labels left of the rightmost `*`), preceded, when `any_prefix`, by one or more
+/// labels of anything. `*.example.com` is `any_prefix`, no globs, tail `example.com`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wildcard<'a> {
+    pub any_prefix: bool,
+    pub globs: &'a [String],
+    pub tail: String,
+}
+
 /// How a pattern matches, for indexing: exact and suffix patterns can be looked up by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatternKind<'a> {
@@ -394,6 +405,27 @@ impl HostPattern {
         }
     }
 
+    /// A wildcard pattern's shape, for the public-suffix check; `None` for an exact name.
+    pub fn wildcard(&self) -> Option<Wildcard<'_>> {
+        match &self.kind {
+            Kind::Exact(_) => None,
+            Kind::Suffix(name) => Some(Wildcard {
+                any_prefix: true,
+                globs: &[],
+                tail: name.0.clone(),
+            }),
+            Kind::Glob { any_prefix, labels } => {
+                let literal = labels.iter().rev().take_while(|l| !l.contains('*')).count();
+                let (globs, tail) = labels.split_at(labels.len() - literal);
+                Some(Wildcard {
+                    any_prefix: *any_prefix,
+                    globs,
+                    tail: tail.join("."),
+                })
+            }
+        }
+    }
+
     /// The normalised pattern text.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -461,7 +493,7 @@ fn wildcard_label(label: &str) -> Result<String, HostError> {
 
 /// `*` matches any run of bytes in one label. Two-pointer backtracking to the last star
 /// only: O(len(p) * len(s)) worst case, never exponential.
-fn glob_label(p: &[u8], s: &[u8]) -> bool {
+pub(crate) fn glob_label(p: &[u8], s: &[u8]) -> bool {
     let (mut pi, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None; // (star position in p, s position it resumes at)
     while si < s.len() {

@@ -8,14 +8,18 @@
 pub mod addr;
 pub mod host;
 pub mod ip;
+pub mod principal;
+pub mod suffix;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 
 pub use addr::AddrFilter;
 pub use host::{Host, HostName, HostPattern, PatternKind};
+pub use principal::Principals;
 
 use crate::reason::Reason;
 
@@ -51,12 +55,38 @@ pub struct Rule {
     pub cidrs: Vec<IpNet>,
     pub tls: TlsRequirement,
     pub mode: Option<Mode>,
+    /// Workloads (names from top-level `principals:`) the rule applies to; empty means any
+    /// workload, authenticated or not. A non-empty list never matches a request without a
+    /// principal, so transparent listeners (which carry no credentials) never match it.
+    pub principals: Vec<String>,
+    /// Client->upstream bytes one connection may send under this rule (`max_bytes_up:`).
+    pub max_bytes_up: Option<u64>,
+    /// Client->upstream bytes one client may send under this rule per window (`upload_budget:`).
+    pub upload_budget: Option<UploadBudget>,
+    /// The operator accepted a wildcard over a public suffix (`tenant_wildcard: true`). Only
+    /// the config check reads it; matching is the same either way.
+    pub tenant_wildcard: bool,
+}
+
+/// `upload_budget: { bytes, per }`: at most `bytes` sent upstream by one client (its principal,
+/// else its IP) under one rule in any window of `per`. Counting and cutting is the runtime's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadBudget {
+    pub bytes: u64,
+    pub per: Duration,
 }
 
 impl Rule {
     fn covers_client(&self, client: IpAddr) -> bool {
         let client = client.to_canonical();
         self.clients.is_empty() || self.clients.iter().any(|net| net.contains(&client))
+    }
+
+    /// Whether the rule applies to this workload: any when it lists none, else only a listed
+    /// one, and never an unauthenticated request.
+    fn covers_principal(&self, principal: Option<&str>) -> bool {
+        self.principals.is_empty()
+            || principal.is_some_and(|p| self.principals.iter().any(|listed| listed == p))
     }
 }
 
@@ -66,6 +96,9 @@ pub struct Request<'a> {
     pub client: IpAddr,
     pub host: &'a Host,
     pub port: u16,
+    /// The workload named by valid `Proxy-Authorization` credentials, if any. The caller
+    /// verifies them ([`Principals::verify`]) before deciding; `decide` trusts this.
+    pub principal: Option<&'a str>,
 }
 
 /// The policy's answer before it is acted on: `allowed` is the rules' verdict; `enforced`
@@ -185,8 +218,10 @@ impl Policy {
         self.mode
     }
 
-    /// Decide a request. The first rule (in config order) that matches host, port and client
-    /// allows it; otherwise the most specific miss names the reason.
+    /// Decide a request. The first rule (in config order) that matches host, port, client and
+    /// principal allows it; otherwise the most specific miss names the reason. A principal miss
+    /// is a `client` denial: it is the same question (who is asking), answered by credentials
+    /// instead of a source address.
     pub fn decide(&self, request: &Request<'_>) -> Verdict<'_> {
         let candidates = self.candidates(request.host);
         let mut nearest: Option<(Reason, u32)> = None;
@@ -196,7 +231,7 @@ impl Policy {
                 nearest.get_or_insert((Reason::Port, index));
                 continue;
             }
-            if !rule.covers_client(request.client) {
+            if !rule.covers_client(request.client) || !rule.covers_principal(request.principal) {
                 // A client miss is nearer than a port miss: host and port were right.
                 if !matches!(nearest, Some((Reason::Client, _))) {
                     nearest = Some((Reason::Client, index));

@@ -13,6 +13,10 @@ fn rule(name: &str, hosts: &[&str], ports: &[u16]) -> Rule {
         cidrs: Vec::new(),
         tls: TlsRequirement::RequireSni,
         mode: None,
+        principals: Vec::new(),
+        max_bytes_up: None,
+        upload_budget: None,
+        tenant_wildcard: false,
     }
 }
 
@@ -22,6 +26,7 @@ fn ask<'p>(policy: &'p Policy, client: &str, host: &str, port: u16) -> Verdict<'
         client: client.parse().unwrap(),
         host: &host,
         port,
+        principal: None,
     })
 }
 
@@ -191,4 +196,116 @@ fn client_rules_match_ipv4_clients_seen_on_a_dual_stack_listener() {
         ask(&p, "::ffff:10.0.64.1", "internal.example.com", 443).reason,
         Reason::Client
     );
+}
+
+fn ask_as<'p>(policy: &'p Policy, principal: Option<&str>, host: &str, port: u16) -> Verdict<'p> {
+    let host = host::parse_host(host).unwrap();
+    policy.decide(&Request {
+        client: "10.0.0.1".parse().unwrap(),
+        host: &host,
+        port,
+        principal,
+    })
+}
+
+fn with_principals(name: &str, hosts: &[&str], principals: &[&str]) -> Rule {
+    let mut r = rule(name, hosts, &[443]);
+    r.principals = principals.iter().map(|p| p.to_string()).collect();
+    r
+}
+
+#[test]
+fn a_listed_principal_is_allowed() {
+    let p = Policy::new(
+        Mode::Enforce,
+        vec![with_principals(
+            "etl",
+            &["s3.example.com"],
+            &["glue-etl", "batch"],
+        )],
+    );
+    let v = ask_as(&p, Some("glue-etl"), "s3.example.com", 443);
+    assert!(v.allowed);
+    assert_eq!(v.rule_name(), Some("etl"));
+    assert!(ask_as(&p, Some("batch"), "s3.example.com", 443).allowed);
+}
+
+#[test]
+fn an_unlisted_principal_is_a_client_denial_naming_the_rule() {
+    let p = Policy::new(
+        Mode::Enforce,
+        vec![with_principals("etl", &["s3.example.com"], &["glue-etl"])],
+    );
+    for who in [
+        Some("builder"),
+        Some("Glue-etl"),
+        Some("glue-etl "),
+        Some(""),
+    ] {
+        let v = ask_as(&p, who, "s3.example.com", 443);
+        assert!(!v.allowed, "{who:?}");
+        assert_eq!(v.reason, Reason::Client, "{who:?}");
+        assert_eq!(v.rule.map(|r| r.name.as_str()), Some("etl"));
+    }
+    // The port is still checked first: a wrong port stays a port denial.
+    assert_eq!(
+        ask_as(&p, Some("builder"), "s3.example.com", 80).reason,
+        Reason::Port
+    );
+}
+
+#[test]
+fn a_principal_rule_never_matches_without_a_principal() {
+    // Transparent listeners carry no credentials: `principal: None`.
+    let p = Policy::new(
+        Mode::Enforce,
+        vec![with_principals("etl", &["s3.example.com"], &["glue-etl"])],
+    );
+    let v = ask_as(&p, None, "s3.example.com", 443);
+    assert!(!v.allowed);
+    assert_eq!(v.reason, Reason::Client);
+}
+
+#[test]
+fn a_later_rule_without_principals_still_matches() {
+    let p = Policy::new(
+        Mode::Enforce,
+        vec![
+            with_principals("etl-only", &["s3.example.com"], &["glue-etl"]),
+            rule("everyone", &["s3.example.com"], &[443]),
+        ],
+    );
+    assert_eq!(
+        ask_as(&p, Some("glue-etl"), "s3.example.com", 443).rule_name(),
+        Some("etl-only")
+    );
+    for who in [None, Some("builder")] {
+        let v = ask_as(&p, who, "s3.example.com", 443);
+        assert!(v.allowed, "{who:?}");
+        assert_eq!(v.rule_name(), Some("everyone"), "{who:?}");
+    }
+}
+
+#[test]
+fn rules_without_principals_match_any_workload() {
+    let p = Policy::new(Mode::Enforce, vec![rule("any", &["a.example.com"], &[443])]);
+    for who in [None, Some("glue-etl"), Some("unknown-name")] {
+        assert!(ask_as(&p, who, "a.example.com", 443).allowed, "{who:?}");
+    }
+}
+
+#[test]
+fn principals_and_clients_must_both_match() {
+    let mut r = with_principals("both", &["a.example.com"], &["glue-etl"]);
+    r.clients = vec!["10.0.0.0/24".parse().unwrap()];
+    let p = Policy::new(Mode::Enforce, vec![r]);
+    assert!(ask_as(&p, Some("glue-etl"), "a.example.com", 443).allowed);
+    let host = host::parse_host("a.example.com").unwrap();
+    let outside = p.decide(&Request {
+        client: "10.9.0.1".parse().unwrap(),
+        host: &host,
+        port: 443,
+        principal: Some("glue-etl"),
+    });
+    assert_eq!(outside.reason, Reason::Client);
 }
