@@ -228,6 +228,7 @@ pub(super) fn allows(policy: &Policy, asked: &Asked, host: &Host) -> bool {
             client,
             host,
             port: asked.port,
+            principal: None,
         })
         .allowed
 }

@@ -62,6 +62,7 @@ fn decide(config: &Config, client: &str, host: &str, port: u16) -> (bool, Reason
         client: client.parse::<IpAddr>().unwrap(),
         host: &host,
         port,
+        principal: None,
     });
     (verdict.allowed, verdict.reason)
 }
