@@ -125,9 +125,12 @@ fn main() -> ExitCode {
 }
 
 /// Reads and checks a config, printing every problem to stderr.
+/// Problems and warnings name the file with line and column (`egress.yaml:12:7: ...`), so
+/// an editor or a terminal can jump there.
 async fn load(source: &str) -> Result<Loaded, ()> {
+    let name = source;
     let source = Source::parse(source);
-    source.load().await.map_err(|error| match error {
+    let loaded = source.load().await.map_err(|error| match error {
         LoadError::Read(e) => say!(stderr, "egress-proxy: {e}"),
         LoadError::Invalid(problems) => {
             say!(
@@ -135,11 +138,13 @@ async fn load(source: &str) -> Result<Loaded, ()> {
                 "egress-proxy: {source}: {} problem(s):",
                 problems.0.len()
             );
-            for problem in &problems.0 {
-                say!(stderr, "  {problem}");
-            }
+            say!(stderr, "{}", problems.display_in(name));
         }
-    })
+    })?;
+    for warning in &loaded.config.warnings {
+        say!(stderr, "warning: {}", warning.display_in(name));
+    }
+    Ok(loaded)
 }
 
 async fn suggest(source: Option<&str>, files: &[std::path::PathBuf]) -> ExitCode {

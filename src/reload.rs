@@ -118,6 +118,12 @@ fn apply(
     bound: &Listeners,
 ) {
     let mut config = loaded.config;
+    for warning in &config.warnings {
+        tracing::warn!(
+            "config reload: {source}: {}",
+            warning.display_in(&source.to_string())
+        );
+    }
     if config.listeners != *configured {
         tracing::warn!(
             "config reload: listener addresses changed; they apply only after a restart (still serving on the old ones)"

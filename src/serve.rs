@@ -232,7 +232,10 @@ async fn refuse_at_limit(
     record_failure(&mut line, &failure);
     proxy.log.write(&line);
     if listener != Listener::TransparentTls {
-        let reply = failure.reason.reply(&failure.message, None).to_http1();
+        let state = proxy.state();
+        let reply = failure
+            .reply(None, state.config.deny_help.as_deref())
+            .to_http1();
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             let _ = stream.writable().await;
             let _ = stream.try_write(reply.as_bytes());

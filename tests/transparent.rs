@@ -344,7 +344,12 @@ fn sni_that_is_an_ip_literal_or_no_host_name_is_a_bad_request() {
     ] {
         let patched = with_sni(&hello, "sni-patch.test", sni.as_bytes());
         let back = send_and_read(proxy.transparent_tls, &patched);
-        assert!(back.is_empty(), "{sni}: the proxy sent {back:?}");
+        // Only the proxy's own alert comes back: the hello's parameter is illegal.
+        assert_eq!(
+            back,
+            tls_alert(ALERT_ILLEGAL_PARAMETER),
+            "{sni}: the proxy sent {back:?}"
+        );
         let line = proxy.decision(|v| v["listener"] == "transparent_tls");
         assert_transparent_tls(&line, port);
         assert_denied(&line, "bad_request");

@@ -29,7 +29,7 @@ pub async fn connect(
 ) -> Response<Body> {
     let plan = match plan_connect(conn, &state, &mut line, &req).await {
         Ok(plan) => plan,
-        Err(refused) => return refuse(line, refused),
+        Err(refused) => return refuse(line, refused, &state),
     };
     let upgrade = hyper::upgrade::on(&mut req);
     let proxy = conn.proxy.clone();

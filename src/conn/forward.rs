@@ -18,7 +18,7 @@ use super::splice::watch_idle;
 use super::{admit, denial, dial, upstream_targets, Failure, State};
 use crate::log::{Decision, PendingLine};
 use crate::policy::{Host, TlsRequirement};
-use crate::reason::Reason;
+use crate::reason::{ProxyError, Reason};
 
 /// A plain-HTTP request: absolute-form on the explicit listener, origin-form with `Host` on
 /// the transparent one. Forwarded on a fresh upstream connection of its own.
@@ -32,7 +32,7 @@ pub async fn forward(
     let (host, port, mut sender, (connection, moved)) =
         match plan_forward(conn, &state, &mut line, &req).await {
             Ok(planned) => planned,
-            Err(refused) => return refuse(line, refused),
+            Err(refused) => return refuse(line, refused, &state),
         };
     let proxy = conn.proxy.clone();
     let slot = conn.slot.clone();
@@ -71,10 +71,15 @@ pub async fn forward(
         Err(_) => Failure::new(
             Reason::Timeout,
             format!("no response head within {}s", idle.as_secs()),
-        ),
-        Ok(Err(e)) => Failure::new(Reason::UpstreamUnreachable, format!("upstream failed: {e}")),
+        )
+        .with_error(ProxyError::HttpResponseTimeout),
+        Ok(Err(e)) => Failure::new(
+            Reason::UpstreamUnreachable,
+            format!("the upstream failed before answering: {e}"),
+        )
+        .with_error(ProxyError::HttpResponseIncomplete),
     };
-    refuse(line, (failure, None))
+    refuse(line, (failure, None), &state)
 }
 
 type Forwarding = (

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -19,9 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::{
-    explicit, forward, plain, record_failure, refusal_hint, Arrival, Failure, Proxy, Slot,
-};
+use super::{explicit, forward, plain, record_failure, Arrival, Failure, Proxy, Slot, State};
 use crate::log::{Listener, PendingLine};
 use crate::policy::{host, Host};
 use crate::reason::Reason;
@@ -140,10 +138,10 @@ pub fn bad_request(message: impl Into<String>) -> Refused {
 }
 
 /// Records the refusal in the request's line, writes it, and makes the client's reply.
-pub fn refuse(mut line: PendingLine, (failure, host): Refused) -> Response<Body> {
+pub fn refuse(mut line: PendingLine, (failure, host): Refused, state: &State) -> Response<Body> {
     record_failure(&mut line, &failure);
     line.write();
-    refusal(&failure, host.as_ref())
+    refusal(&failure, host.as_ref(), state)
 }
 
 /// The host and port a plain-HTTP request is for, after the consistency checks.
@@ -192,16 +190,29 @@ pub fn parse_target(text: &str) -> Result<(Host, Option<u16>), Refused> {
     Ok((host, port))
 }
 
-/// The reply for a refused request, as [`Reason::reply`] makes every reply.
-pub fn refusal(failure: &Failure, host: Option<&Host>) -> Response<Body> {
-    let reply = failure.reason.reply(&failure.message, refusal_hint(host));
+/// The reply for a refused request: the one [`crate::reason::Reply`] every refusal gets,
+/// its reason in the status line as well as the body.
+pub fn refusal(failure: &Failure, host: Option<&Host>, state: &State) -> Response<Body> {
+    let reply = failure.reply(host, state.config.deny_help.as_deref());
     let mut response = Response::new(Either::Left(Full::new(Bytes::from(reply.body))));
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::FORBIDDEN);
+    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(reply.phrase.into_bytes()) {
+        response.extensions_mut().insert(phrase);
+    }
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let Ok(value) = HeaderValue::try_from(reply.proxy_status) {
+        headers.insert(HeaderName::from_static("proxy-status"), value);
+    }
+    if let Some(challenge) = reply.authenticate {
+        headers.insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
     if reply.close {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -30,7 +30,7 @@ pub use proxy::{build_state, Phase, Proxy, State};
 
 use crate::log::{Action, Decision};
 use crate::policy::{ip, Host, Request, TlsRequirement};
-use crate::reason::Reason;
+use crate::reason::{ProxyError, Reason, Reply};
 
 /// A connection's place under `limits.max_connections`, and its count in
 /// `egress_active_connections`: held until the connection and any tunnel it became are gone.
@@ -53,6 +53,8 @@ impl Slot {
 pub struct Failure {
     pub reason: Reason,
     pub message: String,
+    /// What `Proxy-Status` names: the reason's own type unless the step knew better.
+    pub error: ProxyError,
 }
 
 impl Failure {
@@ -60,7 +62,25 @@ impl Failure {
         Failure {
             reason,
             message: message.into(),
+            error: reason.proxy_error(),
         }
+    }
+
+    /// The same failure, with a more precise `Proxy-Status` error type.
+    pub fn with_error(mut self, error: ProxyError) -> Failure {
+        self.error = error;
+        self
+    }
+
+    /// The reply a client gets for this failure.
+    pub fn reply(&self, host: Option<&Host>, help: Option<&str>) -> Reply {
+        Reply::new(
+            self.reason,
+            self.error,
+            &self.message,
+            refusal_hint(host),
+            help,
+        )
     }
 }
 
@@ -195,13 +215,19 @@ pub async fn upstream_targets(
         match state.config.upstream.check(addr) {
             Ok(()) => permitted.push(addr),
             Err(why) => {
-                refused.get_or_insert(why);
+                refused.get_or_insert((addr, why));
             }
         }
     }
     if permitted.is_empty() {
-        let why = refused.unwrap_or_else(|| "no addresses".to_owned());
-        return Err(Failure::new(Reason::UpstreamDeniedIp, why));
+        let Some((addr, why)) = refused else {
+            return Err(Failure::new(Reason::UpstreamDeniedIp, "no addresses"));
+        };
+        let failure = Failure::new(Reason::UpstreamDeniedIp, why);
+        if state.config.upstream.loops_into_proxy(addr) {
+            return Err(failure.with_error(ProxyError::ProxyLoopDetected));
+        }
+        return Err(failure);
     }
     Ok(permitted)
 }
@@ -213,6 +239,7 @@ pub async fn dial(
 ) -> Result<(TcpStream, SocketAddr), Failure> {
     let deadline = Instant::now() + budget;
     let mut last_error = String::from("no addresses");
+    let mut refused = false;
     for (i, &addr) in targets.iter().enumerate() {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -227,8 +254,14 @@ pub async fn dial(
                 let _ = stream.set_nodelay(true);
                 return Ok((stream, addr));
             }
-            Ok(Err(e)) => last_error = format!("{addr}: {e}"),
-            Err(_) => last_error = format!("{addr}: no answer within {}ms", share.as_millis()),
+            Ok(Err(e)) => {
+                refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+                last_error = format!("{addr}: {e}");
+            }
+            Err(_) => {
+                refused = false;
+                last_error = format!("{addr}: no answer within {}ms", share.as_millis());
+            }
         }
     }
     if Instant::now() >= deadline {
@@ -240,5 +273,10 @@ pub async fn dial(
             ),
         ));
     }
-    Err(Failure::new(Reason::UpstreamUnreachable, last_error))
+    let failure = Failure::new(Reason::UpstreamUnreachable, last_error);
+    Err(if refused {
+        failure.with_error(ProxyError::ConnectionRefused)
+    } else {
+        failure
+    })
 }

@@ -22,53 +22,22 @@ pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, arrival: Arrival) {
     line.step("reading the ClientHello");
     let mut first = Vec::new();
     let deadline = Instant::now() + state.config.timeouts.client_handshake;
-    let host = read_hello(&client, &mut first, deadline)
-        .await
-        .and_then(|hello| {
-            line.sni = hello.sni.clone();
-            note_ech(&mut line, &hello);
-            let sni = hello.sni.as_deref().ok_or_else(|| {
-                Failure::new(Reason::NoSni, "the ClientHello carries no server name")
-            })?;
-            match host::parse_host(sni) {
-                Ok(Host::Name(name)) => Ok(Host::Name(name)),
-                Ok(Host::Ip(_)) => {
-                    Err(Failure::new(Reason::BadRequest, "the SNI is an IP literal"))
-                }
-                Err(e) => Err(Failure::new(
-                    Reason::BadRequest,
-                    format!("the SNI is not a valid host name: {e}"),
-                )),
-            }
-        });
-    let host = match host {
-        Ok(host) => host,
+    let hello = match read_hello(&client, &mut first, deadline).await {
+        Ok(hello) => hello,
         // A connection that closes without sending a byte (a load balancer's TCP health
         // check, a port scan) asked for nothing: no decision to log.
         Err(failure) if first.is_empty() && failure.reason != Reason::Timeout => {
             return line.discard()
         }
+        // No hello to answer: just close.
         Err(failure) => {
             record_failure(&mut line, &failure);
-            line.write();
-            return;
+            return line.write();
         }
     };
-    line.host = Some(host.to_string());
-    if admit(&state, &mut line, &host, port).is_err() {
-        line.write();
-        return;
-    }
-    line.step("resolving the upstream");
-    let targets = match upstream_targets(&state, &host, port).await {
-        Ok(targets) => targets,
-        Err(failure) => {
-            record_failure(&mut line, &failure);
-            line.write();
-            return;
-        }
-    };
-    let tunnel = Tunnel {
+    line.sni = hello.sni.clone();
+    note_ech(&mut line, &hello);
+    let mut tunnel = Tunnel {
         proxy,
         state,
         client,
@@ -76,5 +45,31 @@ pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, arrival: Arrival) {
         line,
         started,
     };
-    tunnel.dial_and_splice(&targets).await;
+    let host = match sni_host(hello.sni.as_deref()) {
+        Ok(host) => host,
+        Err(failure) => return tunnel.refuse_hello(failure).await,
+    };
+    tunnel.line.host = Some(host.to_string());
+    if let Err(failure) = admit(&tunnel.state, &mut tunnel.line, &host, port) {
+        return tunnel.refuse_hello(failure).await;
+    }
+    tunnel.line.step("resolving the upstream");
+    match upstream_targets(&tunnel.state, &host, port).await {
+        Ok(targets) => tunnel.dial_and_splice(&targets).await,
+        Err(failure) => tunnel.refuse_hello(failure).await,
+    }
+}
+
+/// The host a transparent hello asks for: its SNI, which must be a host name.
+fn sni_host(sni: Option<&str>) -> Result<Host, Failure> {
+    let sni =
+        sni.ok_or_else(|| Failure::new(Reason::NoSni, "the ClientHello carries no server name"))?;
+    match host::parse_host(sni) {
+        Ok(Host::Name(name)) => Ok(Host::Name(name)),
+        Ok(Host::Ip(_)) => Err(Failure::new(Reason::BadRequest, "the SNI is an IP literal")),
+        Err(e) => Err(Failure::new(
+            Reason::BadRequest,
+            format!("the SNI is not a valid host name: {e}"),
+        )),
+    }
 }

@@ -73,8 +73,14 @@ pub async fn connect(mut tunnel: Tunnel, plan: Connect) {
     if let Err(failure) = checked {
         // A timeout leaves no hello to judge: nothing to let through even in report mode.
         let enforced = plan.enforce_sni || failure.reason == Reason::Timeout;
-        if denial(line, enforced, failure).is_err() {
+        if let Err(failure) = denial(line, enforced, failure) {
             tunnel.line.upstream = None;
+            // A hello that was read is answered with an alert; anything else just closes.
+            if matches!(failure.reason, Reason::SniMismatch | Reason::NoSni)
+                && tunnel.first.first() == Some(&0x16)
+            {
+                return tunnel.refuse_hello(failure).await;
+            }
             tunnel.line.write();
             return;
         }
@@ -166,11 +172,47 @@ impl Tunnel {
                 self.line.upstream = Some(addr);
                 self.splice(upstream).await
             }
-            Err(failure) => {
-                record_failure(&mut self.line, &failure);
-                self.line.write();
-            }
+            Err(failure) => self.refuse_hello(failure).await,
         }
+    }
+
+    /// Ends a tunnel whose ClientHello was read but is refused: the line is written, then the
+    /// client gets a fatal TLS alert before the close, so OpenSSL-based clients print
+    /// "alert access denied" (or "unrecognized name" without SNI) instead of a reset.
+    /// Nothing was forwarded.
+    pub async fn refuse_hello(mut self, failure: Failure) {
+        record_failure(&mut self.line, &failure);
+        self.line.write();
+        let alert = [
+            0x15,
+            0x03,
+            0x03,
+            0x00,
+            0x02,
+            0x02,
+            alert_for(failure.reason),
+        ];
+        let client = self.client;
+        let _ = tokio::time::timeout(ALERT_WAIT, async {
+            if write_all(&client, &alert).await.is_ok() {
+                // Close gently: unread bytes at close would turn the FIN into a reset, which
+                // can destroy the alert before the client reads it.
+                let _ = socket2::SockRef::from(&client).shutdown(std::net::Shutdown::Write);
+                let mut sink = [0u8; 4096];
+                loop {
+                    if client.readable().await.is_err() {
+                        break;
+                    }
+                    match client.try_read(&mut sink) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+        })
+        .await;
     }
 
     /// Logs the decision for a connected tunnel, forwards the first bytes, splices until the
@@ -200,6 +242,25 @@ impl Tunnel {
         }
         let up = first.len() as u64 + moved.up;
         proxy.log.close(&line, up, moved.down, started.elapsed());
+    }
+}
+
+/// How long a refused client gets to read the alert and close.
+const ALERT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The fatal alert a refused hello is answered with (RFC 8446 §6.2).
+fn alert_for(reason: Reason) -> u8 {
+    const ILLEGAL_PARAMETER: u8 = 47;
+    const ACCESS_DENIED: u8 = 49;
+    const INTERNAL_ERROR: u8 = 80;
+    const UNRECOGNIZED_NAME: u8 = 112;
+    match reason {
+        Reason::NoSni => UNRECOGNIZED_NAME,
+        // An SNI that is an IP literal or no host name (RFC 6066 §3).
+        Reason::BadRequest => ILLEGAL_PARAMETER,
+        // The proxy could not reach an allowed upstream: not the client's fault.
+        Reason::DnsFailure | Reason::UpstreamUnreachable | Reason::Timeout => INTERNAL_ERROR,
+        _ => ACCESS_DENIED,
     }
 }
 

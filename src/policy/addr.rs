@@ -86,6 +86,16 @@ impl AddrFilter {
         Ok(())
     }
 
+    /// Whether dialling `addr` would loop into one of the proxy's own listeners (in any form
+    /// that carries one): what `Proxy-Status` calls `proxy_loop_detected`.
+    pub fn loops_into_proxy(&self, addr: SocketAddr) -> bool {
+        let ip = addr.ip().to_canonical();
+        self.is_own_listener(ip, addr.port())
+            || carried_ipv4s(ip)
+                .iter()
+                .any(|v4| self.is_own_listener(IpAddr::V4(*v4), addr.port()))
+    }
+
     /// One address (not what it carries) through the allow exceptions, the built-in table and
     /// `deny_cidrs`; `Err` names the range that refuses it.
     fn judge(&self, ip: IpAddr) -> Result<(), String> {

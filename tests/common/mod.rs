@@ -732,3 +732,13 @@ pub fn rustls_hello(sni: &str) -> Vec<u8> {
     client.write_tls(&mut out).unwrap();
     out
 }
+
+/// A fatal TLS alert record as the proxy answers a refused ClientHello with: the only bytes a
+/// refused client may get back (never anything from an upstream).
+pub fn tls_alert(description: u8) -> Vec<u8> {
+    vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
+}
+
+pub const ALERT_ACCESS_DENIED: u8 = 49;
+pub const ALERT_ILLEGAL_PARAMETER: u8 = 47;
+pub const ALERT_UNRECOGNIZED_NAME: u8 = 112;
