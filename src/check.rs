@@ -29,6 +29,9 @@ impl Outcome {
             l.host.as_deref().unwrap_or("-"),
             l.port.map_or("-".to_owned(), |p| p.to_string()),
         );
+        if let Some(principal) = &l.principal {
+            text.push_str(&format!(" principal={principal}"));
+        }
         if !l.enforced {
             text.push_str(" enforced=false");
         }
@@ -43,14 +46,28 @@ impl Outcome {
     }
 }
 
-pub async fn check(
-    config: Config,
-    client: SocketAddr,
-    sni: Option<&str>,
-    resolve: bool,
-    target: &str,
-    default_port: u16,
-) -> Outcome {
+/// One request as `check` is asked about it.
+pub struct Query<'a> {
+    pub client: SocketAddr,
+    /// The workload the request would carry valid credentials for (`--principal`).
+    pub principal: Option<&'a str>,
+    pub sni: Option<&'a str>,
+    /// Resolve and check the addresses (never dialled), or judge the name only.
+    pub resolve: bool,
+    /// `host`, `host:port` or `[v6]:port`.
+    pub target: &'a str,
+    pub default_port: u16,
+}
+
+pub async fn check(config: Config, query: Query<'_>) -> Outcome {
+    let Query {
+        client,
+        principal,
+        sni,
+        resolve,
+        target,
+        default_port,
+    } = query;
     let state = build_state(config);
     let mut line = Decision::new(Listener::Explicit, client);
     // The verdict is the exit status: a would-be denial (report mode) is a denial to `check`.
@@ -76,6 +93,15 @@ pub async fn check(
     line.host = Some(host.to_string());
     line.port = Some(port);
     line.sni = sni.map(str::to_owned);
+    line.principal = principal.map(str::to_owned);
+    if principal.is_none() && state.config.require_principal {
+        let failure = Failure::new(
+            Reason::Auth,
+            "require_principal: a request without credentials gets 407 (try --principal NAME)",
+        );
+        record_failure(&mut line, &failure);
+        return outcome(line, Vec::new());
+    }
     let Ok(admitted) = admit(&state, &mut line, &host, port) else {
         return outcome(line, Vec::new());
     };

@@ -30,6 +30,9 @@ enum Command {
         /// The client address asking (default 0.0.0.0).
         #[arg(long)]
         client: Option<IpAddr>,
+        /// The workload the request carries valid credentials for (a name under `principals:`).
+        #[arg(long)]
+        principal: Option<String>,
         /// The SNI the client would send (checked against HOST).
         #[arg(long)]
         sni: Option<String>,
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             Command::Check {
                 config,
                 client,
+                principal,
                 sni,
                 no_resolve,
                 port,
@@ -107,16 +111,19 @@ fn main() -> ExitCode {
                 let Ok(Loaded { config, .. }) = load(&config).await else {
                     return ExitCode::from(EXIT_CONFIG);
                 };
-                let client = SocketAddr::new(client.unwrap_or(IpAddr::from([0, 0, 0, 0])), 0);
-                let outcome = egress_proxy::check::check(
-                    config,
-                    client,
-                    sni.as_deref(),
-                    !no_resolve,
-                    &target,
-                    port,
-                )
-                .await;
+                if let Some(name) = principal.as_deref().filter(|n| !config.principals.contains(n)) {
+                    say!(stderr, "egress-proxy: --principal {name}: no such principal under principals:");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                let query = egress_proxy::check::Query {
+                    client: SocketAddr::new(client.unwrap_or(IpAddr::from([0, 0, 0, 0])), 0),
+                    principal: principal.as_deref(),
+                    sni: sni.as_deref(),
+                    resolve: !no_resolve,
+                    target: &target,
+                    default_port: port,
+                };
+                let outcome = egress_proxy::check::check(config, query).await;
                 say!(stdout, "{}", outcome.summary());
                 ExitCode::from(if outcome.allowed { 0 } else { 1 })
             }

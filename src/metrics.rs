@@ -24,6 +24,8 @@ pub const LINES_DROPPED: &str = "egress_decision_lines_dropped_total";
 pub const LOG_WAITS: &str = "egress_decision_log_waits_total";
 pub const UPLOAD_LIMIT: &str = "egress_upload_limit_total";
 pub const BUILD_INFO: &str = "egress_build_info";
+/// Beyond the contract: proxy credentials that were present but wrong.
+pub const AUTH_FAILURES: &str = "egress_auth_failures_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -107,6 +109,8 @@ fn describe() {
     }
     counter!(LINES_DROPPED).absolute(0);
     counter!(LOG_WAITS).absolute(0);
+    describe_counter!(AUTH_FAILURES, "Proxy credentials presented but not valid (throttled per client)");
+    counter!(AUTH_FAILURES).absolute(0);
     gauge!(
         BUILD_INFO,
         "version" => env!("CARGO_PKG_VERSION"),
@@ -146,6 +150,16 @@ pub fn decision(
 pub fn bytes(up: u64, down: u64) {
     counter!(BYTES, "direction" => "up").increment(up);
     counter!(BYTES, "direction" => "down").increment(down);
+}
+
+/// A connection cut, or a request refused, by an upload cap or budget under `rule`.
+pub fn upload_limit(rule: &str) {
+    counter!(UPLOAD_LIMIT, "rule" => rule.to_owned()).increment(1);
+}
+
+/// Proxy credentials that were present but not valid.
+pub fn auth_failed() {
+    counter!(AUTH_FAILURES).increment(1);
 }
 
 pub fn decision_log_waited() {

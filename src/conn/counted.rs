@@ -1,9 +1,10 @@
 //! A socket wrapper that counts the bytes read and written, for the `bytes_up` and
-//! `bytes_down` of forwarded plain-HTTP requests (tunnels count in `splice`).
+//! `bytes_down` of forwarded plain-HTTP requests (tunnels count in `splice`), and stops
+//! writing at an upload cap.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -14,12 +15,19 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Totals {
     up: AtomicU64,
     down: AtomicU64,
+    /// Set when a write was refused at the upload cap.
+    capped: AtomicBool,
 }
 
 impl Totals {
     /// The live counters, for an idle watch.
     pub fn counters(&self) -> (&AtomicU64, &AtomicU64) {
         (&self.up, &self.down)
+    }
+
+    /// Whether the upload cap cut the connection.
+    pub fn capped(&self) -> bool {
+        self.capped.load(Ordering::Relaxed)
     }
 
     pub fn totals(&self) -> (u64, u64) {
@@ -33,15 +41,18 @@ impl Totals {
 pub struct Counted<T> {
     inner: T,
     totals: Arc<Totals>,
+    /// Bytes that may be written in all (`u64::MAX`: no cap).
+    up_limit: u64,
 }
 
 impl<T> Counted<T> {
-    pub fn new(inner: T) -> (Counted<T>, Arc<Totals>) {
+    pub fn new(inner: T, up_limit: u64) -> (Counted<T>, Arc<Totals>) {
         let totals = Arc::new(Totals::default());
         (
             Counted {
                 inner,
                 totals: totals.clone(),
+                up_limit,
             },
             totals,
         )
@@ -68,6 +79,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // Not one byte past the cap: what fits is written, then writes fail.
+        let room = self
+            .up_limit
+            .saturating_sub(self.totals.up.load(Ordering::Relaxed));
+        if room == 0 && !buf.is_empty() {
+            self.totals.capped.store(true, Ordering::Relaxed);
+            return Poll::Ready(Err(io::Error::other("upload cap reached")));
+        }
+        let buf = &buf[..buf.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
             self.totals.up.fetch_add(n as u64, Ordering::Relaxed);

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use super::http::{bad_request, empty, refuse, Body, Conn, Refused};
 use super::tunnel::{self, Connect, Tunnel, Upstream};
-use super::{admit, dial, record_failure, upstream_targets, Failure, State};
+use super::{admit, dial, record_failure, upload_cap, upstream_targets, Failure, State};
 use crate::log::{Listener, PendingLine};
 use crate::policy::{host, Host, TlsRequirement};
 use crate::reason::Reason;
@@ -55,6 +55,7 @@ pub async fn connect(
             first: early,
             line,
             started,
+            cap: plan.cap.clone(),
         };
         tunnel::connect(tunnel, plan).await
     });
@@ -88,6 +89,7 @@ async fn plan_connect(
     let with_host = |f: Failure| (f, Some(host.clone()));
 
     let admitted = admit(state, line, &host, port).map_err(with_host)?;
+    let cap = upload_cap(&conn.proxy, line, &admitted).map_err(with_host)?;
     line.step("resolving the upstream");
     let targets = upstream_targets(state, &host, port)
         .await
@@ -108,6 +110,7 @@ async fn plan_connect(
         host,
         upstream,
         enforce_sni: admitted.enforced,
+        cap,
     })
 }
 

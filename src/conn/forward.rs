@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use super::counted::Counted;
 use super::http::{refuse, request_target, Body, Conn, Refused};
 use super::splice::watch_idle;
-use super::{admit, denial, dial, upstream_targets, Failure, State};
+use super::{admit, denial, dial, upload_cap, upstream_targets, Failure, State, UploadCap};
 use crate::log::{Decision, PendingLine};
 use crate::policy::{Host, TlsRequirement};
 use crate::reason::{ProxyError, Reason};
@@ -29,17 +29,25 @@ pub async fn forward(
     req: Request<Incoming>,
     started: Instant,
 ) -> Response<Body> {
-    let (host, port, mut sender, (connection, moved)) =
-        match plan_forward(conn, &state, &mut line, &req).await {
-            Ok(planned) => planned,
-            Err(refused) => return refuse(line, refused, &state),
-        };
+    let Planned {
+        host,
+        port,
+        mut sender,
+        connection,
+        moved,
+        cap,
+    } = match plan_forward(conn, &state, &mut line, &req).await {
+        Ok(planned) => planned,
+        Err(refused) => return refuse(line, refused, &state),
+    };
     let proxy = conn.proxy.clone();
     let slot = conn.slot.clone();
     let idle = state.config.timeouts.idle;
     // The decision is known once the upstream has answered: the allowed line goes to the
     // task that drives the connection, which ends it with the close line.
     let (decided, allowed) = tokio::sync::oneshot::channel::<Decision>();
+    let settle = cap.clone();
+    let totals = moved.clone();
     tokio::spawn(async move {
         let _slot = slot;
         let (up, down) = moved.counters();
@@ -54,9 +62,12 @@ pub async fn forward(
             return; // refused: its line is already written
         };
         if idled {
-            closing.message = Some(format!("idle for {}s", idle.as_secs()));
+            closing.note(&format!("idle for {}s", idle.as_secs()));
         }
         let (up, down) = moved.totals();
+        if let Some(cap) = &settle {
+            cap.settle(&proxy, &mut closing, up, moved.capped());
+        }
         proxy.log.close(&closing, up, down, started.elapsed());
     });
     line.step("waiting for the upstream's response");
@@ -73,6 +84,19 @@ pub async fn forward(
             format!("no response head within {}s", idle.as_secs()),
         )
         .with_error(ProxyError::HttpResponseTimeout),
+        Ok(Err(_)) if totals.capped() => {
+            // Cut while the request body was still going up: refused, and counted.
+            let (up, _) = totals.totals();
+            let what = cap.as_ref().map_or(String::new(), |c| c.what.clone());
+            if let Some(cap) = &cap {
+                cap.settle(&conn.proxy, &mut line, up, false);
+                crate::metrics::upload_limit(&cap.rule);
+            }
+            Failure::new(
+                Reason::UploadLimit,
+                format!("the request body was cut at {what}"),
+            )
+        }
         Ok(Err(e)) => Failure::new(
             Reason::UpstreamUnreachable,
             format!("the upstream failed before answering: {e}"),
@@ -82,15 +106,16 @@ pub async fn forward(
     refuse(line, (failure, None), &state)
 }
 
-type Forwarding = (
-    Host,
-    u16,
-    hyper::client::conn::http1::SendRequest<Incoming>,
-    (
-        hyper::client::conn::http1::Connection<TokioIo<Counted<TcpStream>>, Incoming>,
-        Arc<super::counted::Totals>,
-    ),
-);
+/// A plain-HTTP request that passed its checks: its upstream connection is open and
+/// handshaken, not yet sent on.
+struct Planned {
+    host: Host,
+    port: u16,
+    sender: hyper::client::conn::http1::SendRequest<Incoming>,
+    connection: hyper::client::conn::http1::Connection<TokioIo<Counted<TcpStream>>, Incoming>,
+    moved: Arc<super::counted::Totals>,
+    cap: Option<UploadCap>,
+}
 
 /// The checks before a plain-HTTP request is sent on: target, policy, cleartext, addresses,
 /// the dial and the upstream HTTP handshake. The decision line is written only after all of
@@ -100,12 +125,13 @@ async fn plan_forward(
     state: &State,
     line: &mut PendingLine,
     req: &Request<Incoming>,
-) -> Result<Forwarding, Refused> {
+) -> Result<Planned, Refused> {
     let (host, port) = request_target(conn, req.uri(), req.headers())?;
     line.host = Some(host.to_string());
     line.port = Some(port);
     let with_host = |f: Failure| (f, Some(host.clone()));
     let admitted = admit(state, line, &host, port).map_err(with_host)?;
+    let cap = upload_cap(&conn.proxy, line, &admitted).map_err(with_host)?;
     // Plain HTTP to a port whose rule expects TLS would carry cleartext a client chose to a
     // service that expects a handshake: only port 80, or rules with `tls: any`.
     let rule_tls = admitted.rule.map(|r| r.tls).unwrap_or_default();
@@ -131,7 +157,7 @@ async fn plan_forward(
         .await
         .map_err(with_host)?;
     line.upstream = Some(addr);
-    let (counted, moved) = Counted::new(upstream);
+    let (counted, moved) = Counted::new(upstream, UploadCap::enforced_limit(cap.as_ref()));
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(counted))
         .await
@@ -141,7 +167,14 @@ async fn plan_forward(
                 format!("HTTP handshake with {addr} failed: {e}"),
             ))
         })?;
-    Ok((host, port, sender, (connection, moved)))
+    Ok(Planned {
+        host,
+        port,
+        sender,
+        connection,
+        moved,
+        cap,
+    })
 }
 
 /// The request as the upstream gets it: origin-form, `Host` set, hop-by-hop and `Proxy-*`

@@ -19,6 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use super::auth::{self, Credentials};
 use super::{explicit, forward, plain, record_failure, Arrival, Failure, Proxy, Slot, State};
 use crate::log::{Listener, PendingLine};
 use crate::policy::{host, Host};
@@ -115,10 +116,15 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
     let mut line = PendingLine::new(&conn.proxy.log, conn.arrival.line());
     line.method = Some(req.method().as_str().to_owned());
     let is_connect = req.method() == Method::CONNECT;
-    let mut response = if is_connect {
-        explicit::connect(&conn, state, line, req, started).await
-    } else {
-        forward::forward(&conn, state, line, req, started).await
+    let authenticated = match conn.arrival.listener {
+        Listener::Explicit => authenticate(&conn, &state, &mut line, req.headers()).await,
+        // Redirected traffic carries no proxy credentials: its rules use `clients:`.
+        _ => Ok(()),
+    };
+    let mut response = match authenticated {
+        Err(refused) => refuse(line, refused, &state),
+        Ok(()) if is_connect => explicit::connect(&conn, state, line, req, started).await,
+        Ok(()) => forward::forward(&conn, state, line, req, started).await,
     };
     if is_connect && response.status() != StatusCode::OK {
         // A refused CONNECT is usually followed by the TLS bytes the client meant for the
@@ -128,6 +134,43 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     Ok(response)
+}
+
+/// The explicit listener's credentials: a valid principal goes into the line (and so into
+/// the policy's decision); wrong credentials are refused with 407 after the throttle's wait;
+/// missing ones only where `require_principal` says so. Without `principals:` configured,
+/// credentials are ignored.
+async fn authenticate(
+    conn: &Conn,
+    state: &State,
+    line: &mut PendingLine,
+    headers: &HeaderMap,
+) -> Result<(), Refused> {
+    let principals = &state.config.principals;
+    if principals.is_empty() {
+        return Ok(());
+    }
+    match auth::credentials(headers, principals) {
+        Credentials::Valid(name) => {
+            line.principal = Some(name);
+            Ok(())
+        }
+        Credentials::Absent if !state.config.require_principal => Ok(()),
+        Credentials::Absent => Err((
+            Failure::new(
+                Reason::Auth,
+                "this proxy needs workload credentials: use the proxy URL http://NAME:TOKEN@HOST:PORT",
+            ),
+            None,
+        )),
+        Credentials::Invalid(why) => {
+            crate::metrics::auth_failed();
+            line.step("holding a failed credential check");
+            let wait = conn.proxy.auth_failures.failed(conn.arrival.peer.ip());
+            tokio::time::sleep(wait).await;
+            Err((Failure::new(Reason::Auth, why), None))
+        }
+    }
 }
 
 /// Why a request is refused, and the host to name in the hint (if it was read).

@@ -81,6 +81,10 @@ pub struct Proxy {
     state: RwLock<Arc<State>>,
     pub log: DecisionLog,
     phase: watch::Sender<Phase>,
+    /// Credential failures per client, across reloads.
+    pub auth_failures: super::auth::Throttle,
+    /// Upload budgets in use, across reloads.
+    pub budgets: super::budget::Budgets,
 }
 
 impl Proxy {
@@ -89,6 +93,8 @@ impl Proxy {
             state: RwLock::new(Arc::new(state)),
             log,
             phase: watch::Sender::new(Phase::Serving),
+            auth_failures: Default::default(),
+            budgets: Default::default(),
         }
     }
 

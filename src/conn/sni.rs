@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 
 use super::tunnel::{note_ech, read_hello, Tunnel};
-use super::{admit, record_failure, upstream_targets, Arrival, Failure, Proxy};
+use super::{admit, record_failure, upload_cap, upstream_targets, Arrival, Failure, Proxy};
 use crate::log::PendingLine;
 use crate::policy::{host, Host};
 use crate::reason::Reason;
@@ -44,14 +44,21 @@ pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, arrival: Arrival) {
         first,
         line,
         started,
+        cap: None,
     };
     let host = match sni_host(hello.sni.as_deref()) {
         Ok(host) => host,
         Err(failure) => return tunnel.refuse_hello(failure).await,
     };
     tunnel.line.host = Some(host.to_string());
-    if let Err(failure) = admit(&tunnel.state, &mut tunnel.line, &host, port) {
-        return tunnel.refuse_hello(failure).await;
+    let state = tunnel.state.clone();
+    let admitted = match admit(&state, &mut tunnel.line, &host, port) {
+        Ok(admitted) => admitted,
+        Err(failure) => return tunnel.refuse_hello(failure).await,
+    };
+    match upload_cap(&tunnel.proxy, &mut tunnel.line, &admitted) {
+        Ok(cap) => tunnel.cap = cap,
+        Err(failure) => return tunnel.refuse_hello(failure).await,
     }
     tunnel.line.step("resolving the upstream");
     match upstream_targets(&tunnel.state, &host, port).await {

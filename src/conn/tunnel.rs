@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 
 use super::splice::{self, write_all};
-use super::{denial, dial, record_failure, Failure, Proxy, State};
+use super::{denial, dial, record_failure, Failure, Proxy, State, UploadCap};
 use crate::log::{Decision, PendingLine};
 use crate::policy::{host, Host};
 use crate::reason::Reason;
@@ -31,6 +31,7 @@ pub struct Connect {
     pub upstream: Upstream,
     /// Whether an SNI problem closes the tunnel (false in report mode: it is only logged).
     pub enforce_sni: bool,
+    pub cap: Option<UploadCap>,
 }
 
 /// An allowed tunnel on its way: the client socket, the bytes read from it so far (the
@@ -42,6 +43,8 @@ pub struct Tunnel {
     pub first: Vec<u8>,
     pub line: PendingLine,
     pub started: Instant,
+    /// The upload cap the tunnel runs under, if its rule sets one.
+    pub cap: Option<UploadCap>,
 }
 
 /// Runs an allowed CONNECT tunnel after its `200`; `tunnel.first` holds any bytes the client
@@ -225,22 +228,37 @@ impl Tunnel {
             first,
             line,
             started,
+            cap,
         } = self;
         let mut line = line.write_keeping();
         let _ = client.set_nodelay(true);
         let idle = state.config.timeouts.idle;
-        let moved = match write_all(&upstream, &first).await {
-            Ok(()) => splice::splice(&client, &upstream, idle, proxy.closing()).await,
-            Err(_) => splice::Moved {
-                up: 0,
-                down: 0,
-                idle_timeout: false,
+        let limit = UploadCap::enforced_limit(cap.as_ref());
+        let first_len = first.len() as u64;
+        let moved = match limit.checked_sub(first_len) {
+            // A cap smaller than the first bytes (the hello): nothing is forwarded.
+            None => splice::Moved {
+                capped: true,
+                ..splice::Moved::default()
+            },
+            Some(left) => match write_all(&upstream, &first).await {
+                Ok(()) => {
+                    splice::splice(&client, &upstream, idle, proxy.closing(), left).await
+                }
+                Err(_) => splice::Moved::default(),
             },
         };
         if moved.idle_timeout {
             line.note(&format!("idle for {}s", idle.as_secs()));
         }
-        let up = first.len() as u64 + moved.up;
+        let up = if moved.capped && first_len > limit {
+            0
+        } else {
+            first_len + moved.up
+        };
+        if let Some(cap) = &cap {
+            cap.settle(&proxy, &mut line, up, moved.capped);
+        }
         proxy.log.close(&line, up, moved.down, started.elapsed());
     }
 }

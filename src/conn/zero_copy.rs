@@ -22,21 +22,37 @@ pub enum Passed {
     /// This kernel, socket or moment (no descriptors left for a pipe) can't splice; nothing
     /// is held in a pipe, so the caller can go on copying.
     Unsupported,
+    /// `limit` bytes were delivered; nothing past them was read.
+    Limit,
 }
 
-/// Moves `from` → `to` until end of stream, counting bytes as they are delivered.
-pub async fn pass(from: &TcpStream, to: &TcpStream, moved: &AtomicU64) -> io::Result<Passed> {
+/// Moves `from` → `to` until end of stream or `limit` bytes (`u64::MAX`: none), counting
+/// bytes as they are delivered.
+pub async fn pass(
+    from: &TcpStream,
+    to: &TcpStream,
+    moved: &AtomicU64,
+    limit: u64,
+) -> io::Result<Passed> {
     let Ok(pipe) = Pipe::new(PIPE_SIZE) else {
         return Ok(Passed::Unsupported);
     };
+    let mut left_to_limit = limit;
     loop {
+        if left_to_limit == 0 {
+            return Ok(Passed::Limit);
+        }
         from.readable().await?;
+        let want = left_to_limit.min(PIPE_SIZE as u64) as usize;
         let filled = from.try_io(Interest::READABLE, || {
-            splice_fd(from.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_SIZE)
+            splice_fd(from.as_raw_fd(), pipe.write.as_raw_fd(), want)
         });
         let mut left = match filled {
             Ok(0) => return Ok(Passed::Done),
-            Ok(n) => n,
+            Ok(n) => {
+                left_to_limit -= n as u64;
+                n
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             // The pipe is empty here, so falling back loses nothing.
             Err(e) if splice_unsupported(&e) => return Ok(Passed::Unsupported),
