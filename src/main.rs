@@ -111,8 +111,14 @@ fn main() -> ExitCode {
                 let Ok(Loaded { config, .. }) = load(&config).await else {
                     return ExitCode::from(EXIT_CONFIG);
                 };
-                if let Some(name) = principal.as_deref().filter(|n| !config.principals.contains(n)) {
-                    say!(stderr, "egress-proxy: --principal {name}: no such principal under principals:");
+                if let Some(name) = principal
+                    .as_deref()
+                    .filter(|n| !config.principals.contains(n))
+                {
+                    say!(
+                        stderr,
+                        "egress-proxy: --principal {name}: no such principal under principals:"
+                    );
                     return ExitCode::from(EXIT_CONFIG);
                 }
                 let query = egress_proxy::check::Query {

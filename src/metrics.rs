@@ -109,7 +109,10 @@ fn describe() {
     }
     counter!(LINES_DROPPED).absolute(0);
     counter!(LOG_WAITS).absolute(0);
-    describe_counter!(AUTH_FAILURES, "Proxy credentials presented but not valid (throttled per client)");
+    describe_counter!(
+        AUTH_FAILURES,
+        "Proxy credentials presented but not valid (throttled per client)"
+    );
     counter!(AUTH_FAILURES).absolute(0);
     gauge!(
         BUILD_INFO,

@@ -33,8 +33,7 @@ pub fn credentials(headers: &HeaderMap, principals: &Principals) -> Credentials 
     if values.next().is_some() {
         return Credentials::Invalid("more than one Proxy-Authorization header".into());
     }
-    let Some((scheme, encoded)) = value.to_str().ok().and_then(|v| v.trim().split_once(' '))
-    else {
+    let Some((scheme, encoded)) = value.to_str().ok().and_then(|v| v.trim().split_once(' ')) else {
         return Credentials::Invalid("Proxy-Authorization is not `Basic <base64>`".into());
     };
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -141,7 +140,10 @@ mod tests {
         );
         // The scheme is case-insensitive; a token may itself hold colons.
         assert_eq!(
-            credentials(&with(&basic("glue-etl:s3cret").replace("Basic", "bAsIc")), &p),
+            credentials(
+                &with(&basic("glue-etl:s3cret").replace("Basic", "bAsIc")),
+                &p
+            ),
             Credentials::Valid("glue-etl".into())
         );
         for bad in [

@@ -233,7 +233,10 @@ impl UploadCap {
             line.reason = Reason::UploadLimit;
             line.note(&format!("cut at {}", self.what));
         } else if over && !self.enforced {
-            line.note(&format!("report mode: would have been cut at {}", self.what));
+            line.note(&format!(
+                "report mode: would have been cut at {}",
+                self.what
+            ));
         }
     }
 }
@@ -242,7 +245,7 @@ impl UploadCap {
 fn bytes_text(bytes: u64) -> String {
     const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (unit, size) in UNITS {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{} {unit}", bytes / size);
         }
     }

@@ -75,7 +75,12 @@ const ZERO_COPY_AFTER: u64 = 1 << 20;
 /// the half-close) or until `limit` bytes have been moved (`Ended::Limit`; nothing past it is
 /// read). Small and interactive traffic is copied through a buffer held only while data
 /// flows; past `ZERO_COPY_AFTER` the direction moves to a kernel pipe.
-async fn copy(from: &TcpStream, to: &TcpStream, moved: &AtomicU64, limit: u64) -> io::Result<Ended> {
+async fn copy(
+    from: &TcpStream,
+    to: &TcpStream,
+    moved: &AtomicU64,
+    limit: u64,
+) -> io::Result<Ended> {
     let result = async {
         let bulk_at = ZERO_COPY_AFTER.min(limit);
         if buffered(from, to, moved, bulk_at).await? == Ended::Eof {

@@ -242,9 +242,7 @@ impl Tunnel {
                 ..splice::Moved::default()
             },
             Some(left) => match write_all(&upstream, &first).await {
-                Ok(()) => {
-                    splice::splice(&client, &upstream, idle, proxy.closing(), left).await
-                }
+                Ok(()) => splice::splice(&client, &upstream, idle, proxy.closing(), left).await,
                 Err(_) => splice::Moved::default(),
             },
         };
