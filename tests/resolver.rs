@@ -235,9 +235,31 @@ async fn a_zero_ttl_is_never_lengthened() {
 }
 
 #[tokio::test]
+async fn a_cache_of_size_zero_keeps_nothing() {
+    let server =
+        DnsServer::start(&[("a.dns.test", Answer::Addresses(vec![ip("127.0.0.7")], 3600))]);
+    let cache = DnsCache {
+        size: 0,
+        ..DnsCache::default()
+    };
+    let resolver = resolver(&server, cache);
+    resolver.resolve(&name("a.dns.test")).await.0.unwrap();
+    server.set("a.dns.test", Answer::Addresses(vec![ip("127.0.0.8")], 3600));
+    let (second, _) = resolver.resolve(&name("a.dns.test")).await;
+    assert_eq!(second.unwrap(), vec![ip("127.0.0.8")]);
+}
+
+#[tokio::test]
 async fn no_such_name_is_cached_only_up_to_negative_ttl() {
     let server = DnsServer::start(&[("nx.dns.test", Answer::NxDomain(3600))]);
-    let cached = resolver(&server, DnsCache::default());
+    // A day's cap: the SOA's 3600s decides, so "still cached" cannot run out mid-test.
+    let cached = resolver(
+        &server,
+        DnsCache {
+            negative_ttl: Duration::from_secs(86_400),
+            ..DnsCache::default()
+        },
+    );
     let uncached = resolver(
         &server,
         DnsCache {

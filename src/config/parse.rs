@@ -288,7 +288,7 @@ impl Walk {
         self.problems.iter().any(|p| p.path.starts_with(prefix))
     }
 
-    pub(super) fn socket_addr(&mut self, value: &Value, path: &str) -> Option<SocketAddr> {
+    fn socket_addr(&mut self, value: &Value, path: &str) -> Option<SocketAddr> {
         let Some(text) = value.as_str() else {
             self.problem(path, "expected an address like 0.0.0.0:3128");
             return None;
