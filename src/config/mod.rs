@@ -31,9 +31,8 @@ pub struct Config {
     pub listeners: Listeners,
     pub upstream: AddrFilter,
     /// The whole `resolver:` section: `hosts` (keyed by the normalised host name),
-    /// `nameservers`, `timeout`, `attempts`, `cache`. (Named for its first key, from before
-    /// the others existed; `Resolver::new` takes it as it is.)
-    pub resolver_hosts: ResolverSettings,
+    /// `nameservers`, `timeout`, `attempts`, `cache`.
+    pub resolver: ResolverSettings,
     pub timeouts: Timeouts,
     pub reload: ReloadSettings,
     pub limits: Limits,

@@ -176,7 +176,7 @@ impl Walk {
             policy: Policy::new(mode, rules).with_reporting(reporting),
             upstream,
             listeners,
-            resolver_hosts: resolver,
+            resolver,
             timeouts,
             reload,
             limits,

@@ -259,13 +259,13 @@ mod tests {
     #[test]
     fn defaults_ask_the_system_with_a_capped_cache() {
         let c = Config::from_yaml(MINIMAL).unwrap();
-        assert_eq!(c.resolver_hosts, ResolverSettings::default());
-        assert!(c.resolver_hosts.nameservers.is_empty());
-        assert_eq!(c.resolver_hosts.timeout, Duration::from_secs(2));
-        assert_eq!(c.resolver_hosts.attempts, 2);
-        assert_eq!(c.resolver_hosts.cache.size, 4096);
-        assert_eq!(c.resolver_hosts.cache.max_ttl, Duration::from_secs(300));
-        assert_eq!(c.resolver_hosts.cache.negative_ttl, Duration::from_secs(30));
+        assert_eq!(c.resolver, ResolverSettings::default());
+        assert!(c.resolver.nameservers.is_empty());
+        assert_eq!(c.resolver.timeout, Duration::from_secs(2));
+        assert_eq!(c.resolver.attempts, 2);
+        assert_eq!(c.resolver.cache.size, 4096);
+        assert_eq!(c.resolver.cache.max_ttl, Duration::from_secs(300));
+        assert_eq!(c.resolver.cache.negative_ttl, Duration::from_secs(30));
     }
 
     #[test]
@@ -279,7 +279,7 @@ mod tests {
 "
         ))
         .unwrap();
-        let r = &c.resolver_hosts;
+        let r = &c.resolver;
         assert_eq!(
             r.nameservers,
             vec![

@@ -39,13 +39,6 @@ struct Dns {
 }
 
 impl Resolver {
-    /// The resolver a config asks for (see [`Resolver::from_settings`]). The second argument
-    /// is no longer read (the query timeout is `resolver.timeout` now); it stays until the
-    /// caller moves to `from_settings`.
-    pub fn new(settings: ResolverSettings, _unused: Duration) -> Resolver {
-        Resolver::from_settings(&settings)
-    }
-
     /// Static entries, then DNS: `settings.nameservers`, or when that is empty the system's
     /// resolv.conf (its servers only; timeouts, attempts and caching are ours). Without any
     /// server only the static entries resolve, and other names fail as
