@@ -4,9 +4,9 @@ Each template's PolicyParameter value is evaluated the way CloudFormation would 
 for Ref, Fn::If/Not/Equals/Or, Fn::Join/Split, Fn::Sub with its variable map, and the Rules
 functions Fn::EachMemberEquals/Contains) for sample parameter values, and the result must be the
 policy `policy-sync.py --emit` renders for the same values (compared parsed) and must pass
-`egress-proxy validate` when a build exists. The templates' AllowedPattern and Rules are checked
-against good and bad entries, and deploy/new-principal's output against its own hashes.
-No AWS calls.
+`egress-proxy validate` when a build exists (target/release/egress-proxy, or $EGRESS_PROXY_BIN).
+The templates' AllowedPattern and Rules are checked against good and bad entries, and
+deploy/new-principal's output against its own hashes. No AWS calls.
 
 Run: python3 deploy/tests/test_principals.py
 """
@@ -27,7 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 TEMPLATES = {"ecs": ROOT / "deploy" / "cloudformation" / "egress-tier.yaml",
              "nat": ROOT / "deploy" / "cloudformation" / "nat-instance.yaml"}
 NEW_PRINCIPAL = ROOT / "deploy" / "new-principal"
-BIN = ROOT / "target" / "release" / "egress-proxy"
+BIN = pathlib.Path(os.environ.get("EGRESS_PROXY_BIN", ROOT / "target" / "release" / "egress-proxy"))
 REGION = "eu-west-1"
 
 spec = importlib.util.spec_from_file_location("policy_sync", ROOT / "deploy" / "policy-sync.py")
