@@ -400,5 +400,3 @@ mod tests {
         );
     }
 }
-#[cfg(test)]
-mod probe { use super::*; fn r<A,B,F>(_: impl Fn(A,B)->F)->usize{std::mem::size_of::<F>()} #[test] fn p(){ eprintln!("SIZES connect={} splice={}", r(connect), r(Tunnel::splice)); } }
