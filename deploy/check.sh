@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Check the deployment: the generated blocks against config/egress.yaml (policy-sync --check), the
 # rendered policies against the proxy's validator, cfn-lint, checkov, the CloudFormation Guard
-# invariants (and their own tests, which seed every violation), and deploy/verify-egress against
-# moto's server. Exits non-zero on any finding. Called by .ci/run.
+# invariants (and their own tests, which seed every violation), the principals rendering
+# (deploy/tests/test_principals.py), and deploy/verify-egress against moto's server. Exits
+# non-zero on any finding. Called by .ci/run.
 # Tools: cfn-lint and checkov in a venv; cfn-guard from crates.io into ~/.cargo/bin (a few minutes
 # to compile once, then reused); all pinned.
 set -euo pipefail
@@ -37,6 +38,12 @@ if [[ -x $bin ]] && "$bin" validate --help >/dev/null 2>&1; then
       echo "== egress-proxy validate ($flavour policy${http:+, $http})"
       "$bin" validate --config "$tmp/$flavour.yaml"
     done
+    # ... and with the stack parameters Principals (one workload mid-rotation) and RequirePrincipal.
+    sample="etl=sha256:$(printf a | sha256sum | cut -c1-64),ci=sha256:$(printf b | sha256sum | cut -c1-64);sha256:$(printf c | sha256sum | cut -c1-64)"
+    "$VENV/bin/python" deploy/policy-sync.py --emit "$flavour" --region eu-west-1 \
+      --principals "$sample" --require-principal true >"$tmp/$flavour-principals.yaml"
+    echo "== egress-proxy validate ($flavour policy, Principals + RequirePrincipal=true)"
+    "$bin" validate --config "$tmp/$flavour-principals.yaml"
   done
 fi
 
@@ -63,7 +70,10 @@ echo "== cfn-guard validate ${templates[*]}"
 echo "== NAT-instance user data (bash -n) and its watchdog (scripted stubs)"
 python3 deploy/tests/test_nat_instance.py
 
+echo "== principals: the templates' Principals/RequirePrincipal rendering, Rules, deploy/new-principal"
+"$VENV/bin/python" deploy/tests/test_principals.py
+
 echo "== verify-egress against moto's server (compliant VPC, each violation seeded)"
 python3 deploy/tests/test_verify_egress.py
 
-echo "deploy checks OK: policy sync, cfn-lint, checkov, cfn-guard, NAT watchdog, verify-egress"
+echo "deploy checks OK: policy sync, cfn-lint, checkov, cfn-guard, NAT watchdog, principals, verify-egress"

@@ -22,6 +22,14 @@ Rendering rules:
   - `allow`, `upstream`, `resolver`, `timeouts`, `reload`, `limits`, `mode` are copied unchanged;
   - `listeners` is replaced by the deployment's own (the shipped file binds loopback for a safe
     quick start; a deployed proxy must listen on the task/instance address);
+  - `principals` and `require_principal` come from the stack, never from config/egress.yaml (a
+    value there is ignored, like `listeners`): the template's block is an `!Sub` with the
+    placeholders `${PrincipalsYaml}` and `${RequirePrincipal}`, filled from the stack parameters
+    `Principals` (CommaDelimitedList of `NAME=sha256:HEX`, or `NAME=sha256:OLD;sha256:NEW` during a
+    rotation) and `RequirePrincipal` (true|false). The expression that turns the list into a YAML
+    flow mapping is generated here too (PRINCIPALS_VARS), so both templates and both port variants
+    carry the same one; principals_yaml() is its Python twin, used by --emit and
+    deploy/tests/test_principals.py (which evaluates the template's expression and compares);
   - the Amazon Linux S3 repository hosts name the AWS region; their `us-east-1` is replaced by
     CloudFormation's `${AWS::Region}` so the stack's region is used (config/egress.yaml asks for
     this). Docker's S3 host is left alone: it names Docker's bucket, not ours.
@@ -29,6 +37,8 @@ Rendering rules:
   python3 deploy/policy-sync.py            # rewrite the generated blocks
   python3 deploy/policy-sync.py --check    # exit 1 if any block differs (run by check.sh)
   python3 deploy/policy-sync.py --emit ecs|nat [--region R] [--no-http]   # one rendered policy
+        [--principals 'etl=sha256:HEX,ci=sha256:OLD;sha256:NEW'] [--require-principal true]
+                                           # ... with the stack parameters Principals / RequirePrincipal
   python3 deploy/policy-sync.py --emit-dns [--region R]     # the DNS firewall allow list
   python3 deploy/policy-sync.py --emit-buckets [--region R] # the S3 buckets of the allowlist
 
@@ -81,12 +91,52 @@ S3_HOST = re.compile(
 DNS_ALWAYS = ["amazonaws.com", "*.amazonaws.com"]
 
 
+# One stack-parameter entry: NAME=sha256:HEX, or NAME=sha256:OLD;sha256:NEW during a rotation (the
+# empty string only as the whole, empty list). The templates' AllowedPattern is this expression.
+PRINCIPAL_ENTRY = r"^$|^[A-Za-z0-9._-]{1,64}=sha256:[0-9a-f]{64}(;sha256:[0-9a-f]{64})?$"
+# The template side: `principals: ${PrincipalsYaml}` in the policy text, and this variable map after
+# it. CloudFormation has no loops or replace; Split+Join on the list's own separators turns
+# [a=sha256:X;sha256:Y, b=sha256:Z] into {"a": ["sha256:X", "sha256:Y"], "b": ["sha256:Z"]}.
+PRINCIPALS_VARS = [
+    "- PrincipalsYaml: !If",
+    "    - HasPrincipals",
+    """    - !Join ["", ['{"', !Join ['", "', !Split [";", !Join ['": ["', !Split ["=", !Join ['"], "', !Ref Principals]]]]], '"]}']]""",
+    '    - "{}"',
+]
+PRINCIPALS_MARK, REQUIRE_MARK = "PRINCIPALS_PLACEHOLDER_", "REQUIRE_PRINCIPAL_PLACEHOLDER_"  # dumped as plain scalars
+
+
+def principals_yaml(entries):
+    """What the template's PrincipalsYaml evaluates to for the Principals list `entries`."""
+    if "".join(entries) == "":
+        return "{}"
+    s = '"], "'.join(entries)
+    s = '": ["'.join(s.split("="))
+    s = '", "'.join(s.split(";"))
+    return '{"' + s + '"]}'
+
+
+def principal_entries(value):
+    """A Principals parameter value (comma-separated, as CloudFormation splits it), checked."""
+    entries = value.split(",")
+    bad = [e for e in entries if not re.fullmatch(PRINCIPAL_ENTRY, e)]
+    if bad or ("" in entries and "".join(entries)):
+        sys.exit(f"--principals: bad entry {bad[0] if bad else '(empty)'!r}; "
+                 "expected NAME=sha256:HEX or NAME=sha256:OLD;sha256:NEW, comma-separated")
+    return entries
+
+
 def regionalise(host, region):
     return REGIONAL_HOST.sub(lambda m: f"{m['a']}{region}{m['b']}{region}{m['c']}", host)
 
 
-def render(policy, flavour, region=REGION, http=True):
+def render(policy, flavour, region=REGION, http=True, principals=None, require="false"):
+    """The deployed policy. principals=None: the template's text, with the ${PrincipalsYaml} and
+    ${RequirePrincipal} placeholders (see sub_escape); else a Principals list rendered as the
+    stack would."""
     out = copy.deepcopy(policy)
+    out.pop("principals", None)
+    out.pop("require_principal", None)
     out["listeners"] = dict(LISTENERS[flavour])
     rules = []
     for rule in out.get("allow") or []:
@@ -99,9 +149,13 @@ def render(policy, flavour, region=REGION, http=True):
                 rule["ports"] = ports
         rules.append(rule)
     out["allow"] = rules
-    # Listeners first, then the rest in the source's order: easy to diff by eye.
-    ordered = {"listeners": out.pop("listeners"), **out}
-    return yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None, width=100)
+    # Listeners and identities first, then the rest in the source's order: easy to diff by eye.
+    ordered = {"listeners": out.pop("listeners"), "principals": PRINCIPALS_MARK,
+               "require_principal": REQUIRE_MARK, **out}
+    text = yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None, width=100)
+    if principals is None:
+        return text
+    return text.replace(PRINCIPALS_MARK, principals_yaml(principals)).replace(REQUIRE_MARK, require)
 
 
 def dns_names(policy, region=REGION):
@@ -168,13 +222,16 @@ def block(text, marker, header, body_lines, path, deeper=2):
 
 def sub_escape(body):
     # Inside !Sub, a literal "${" would be read as a variable; "${!" is CloudFormation's escape.
-    return re.sub(r"\$\{(?!AWS::Region\})", "${!", body)
+    body = re.sub(r"\$\{(?!AWS::Region\})", "${!", body)
+    return body.replace(PRINCIPALS_MARK, "${PrincipalsYaml}").replace(REQUIRE_MARK, "${RequirePrincipal}")
 
 
 def rendered_template(text, policy, flavour, path):
     for marker, http in (("policy", True), ("policy-no80", False)):
         body = sub_escape(render(policy, flavour, http=http)).splitlines()
-        text = block(text, marker, "- !Sub |", body, path)
+        # !Sub [text, {variables}]: the text as a block scalar, then the PrincipalsYaml expression.
+        body = ["- |"] + ["  " + l for l in body] + PRINCIPALS_VARS
+        text = block(text, marker, "- !Sub", body, path)
     text = block(text, "dns", "Domains:", [f"- {cfn_str(d)}" for d in dns_names(policy)], path)
     if flavour == "nat":
         # The watchdog script, inside the user data's heredoc (same indentation as the user data).
@@ -194,13 +251,19 @@ def main():
     ap.add_argument("--emit-dns", action="store_true")
     ap.add_argument("--emit-buckets", action="store_true")
     ap.add_argument("--region", default=REGION)
+    ap.add_argument("--principals", default="",
+                    help="with --emit: the stack parameter Principals (NAME=sha256:HEX,...)")
+    ap.add_argument("--require-principal", choices=["true", "false"], default="false",
+                    help="with --emit: the stack parameter RequirePrincipal")
     ap.add_argument("--config", type=pathlib.Path, default=CONFIG)
     args = ap.parse_args()
     if not args.config.exists():
         sys.exit(f"{args.config}: missing; the templates embed the shipped policy from it")
     policy = yaml.safe_load(args.config.read_text())
     if args.emit:
-        sys.stdout.write(render(policy, args.emit, args.region, http=not args.no_http))
+        sys.stdout.write(render(policy, args.emit, args.region, http=not args.no_http,
+                                principals=principal_entries(args.principals),
+                                require=args.require_principal))
         return 0
     if args.emit_dns:
         print("\n".join(DNS_ALWAYS + dns_names(policy, args.region)))

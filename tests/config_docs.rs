@@ -94,7 +94,9 @@ fn the_schema_refuses_what_the_parser_refuses_in_shape() {
         "listeners: { explicit: 127.0.0.1:3128 }\nprincipals: { ci: my-plain-token }\n",
         "listeners: { explicit: 127.0.0.1:3128 }\nallow: [{ name: a, hosts: [a.example.com], max_bytes_up: 4 parsecs }]\n",
         "listeners: { explicit: 127.0.0.1:3128 }\ndeny_help: \"two\\nlines\"\n",
-        "listeners: { explicit: 127.0.0.1:3128 }\nresolver: { nameservers: [10.0.0.2:53] }\n",
+        "listeners: { explicit: 127.0.0.1:3128 }\nresolver: { nameservers: [10.0.0.2] }\n",
+        "listeners: { explicit: 127.0.0.1:3128 }\nresolver: { attempts: 0 }\n",
+        "listeners: { explicit: 127.0.0.1:3128 }\nresolver: { cache: { max_ttl: 300s, ttl: 1 } }\n",
         "listeners: { explicit: 127.0.0.1:3128 }\nallow: [{ name: a, hosts: [pypi.org:443] }]\n",
     ] {
         let instance: Json = serde_yaml_ng::from_str(bad).unwrap();

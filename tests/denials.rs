@@ -4,6 +4,8 @@
 //! curl, Python's urllib, requests, pip and openssl s_client.
 
 mod common;
+#[path = "common/dns.rs"]
+mod dns;
 
 use std::process::{Command, Output};
 
@@ -196,4 +198,34 @@ fn openssl_prints_the_alert_for_a_refused_hello_on_the_transparent_listener() {
         let reason = if sni.is_some() { "no_rule" } else { "no_sni" };
         assert_eq!(line["reason"], reason, "{line}");
     }
+}
+
+#[test]
+fn a_name_that_does_not_resolve_reads_as_a_sentence_with_its_dns_error() {
+    // A DNS server on loopback that says NXDOMAIN for the one name it is asked.
+    let server = dns::DnsServer::start(&[("gone.test", dns::Answer::NxDomain(30))]);
+    let proxy = Proxy::start(&format!(
+        "allow:
+  - {{ name: gone, hosts: [gone.test] }}
+resolver: {{ nameservers: [\"{}\"] }}
+",
+        server.addr
+    ));
+    let (_s, head) = connect(proxy.explicit, "gone.test:443");
+    assert!(
+        head.starts_with(
+            "HTTP/1.1 502 Bad Gateway (dns_failure: gone.test has no A/AAAA records (NXDOMAIN)"
+        ),
+        "{head}"
+    );
+    assert!(
+        head.contains("error=dns_error; rcode=\"NXDOMAIN\"; details="),
+        "{head}"
+    );
+    let line = proxy.decision(|v| v["host"] == "gone.test");
+    assert_eq!(line["reason"], "dns_failure", "{line}");
+    assert_eq!(
+        line["message"], "gone.test has no A/AAAA records (NXDOMAIN)",
+        "{line}"
+    );
 }

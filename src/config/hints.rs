@@ -13,18 +13,6 @@ pub(super) fn nearest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
         .map(|(_, k)| k)
 }
 
-/// Why a key that the contract names is refused anyway: it is not implemented yet, and
-/// accepting it silently would let a config believe it is in force.
-pub(super) fn not_yet(path: &str, key: &str) -> Option<&'static str> {
-    match (path, key) {
-        ("resolver", "nameservers") => Some(
-            "not implemented yet: the system's resolv.conf is used; remove it, or pin names \
-             with resolver.hosts",
-        ),
-        _ => None,
-    }
-}
-
 /// Levenshtein distance over chars.
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -91,12 +79,6 @@ mod tests {
         assert_eq!(nearest("client", &rule), Some("clients"));
         assert_eq!(nearest("color", &rule), None);
         assert_eq!(nearest("x", &rule), None);
-    }
-
-    #[test]
-    fn unimplemented_contract_keys_say_so() {
-        assert!(not_yet("resolver", "nameservers").is_some());
-        assert!(not_yet("", "nameservers").is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod bounds;
 mod hints;
 pub mod locate;
 pub mod parse;
+mod resolver;
 mod rules;
 pub mod source;
 #[cfg(feature = "ssm")]
@@ -13,12 +14,12 @@ pub mod ssm;
 mod units;
 mod warn;
 
+pub use resolver::{DnsCache, ResolverSettings};
 pub use rules::MAX_DENY_HELP;
 pub use units::parse_size;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::policy::{AddrFilter, Policy, Principals};
@@ -29,8 +30,9 @@ pub struct Config {
     pub policy: Policy,
     pub listeners: Listeners,
     pub upstream: AddrFilter,
-    /// `resolver.hosts`, keyed by the normalised host name.
-    pub resolver_hosts: HashMap<String, Vec<IpAddr>>,
+    /// The whole `resolver:` section: `hosts` (keyed by the normalised host name),
+    /// `nameservers`, `timeout`, `attempts`, `cache`.
+    pub resolver: ResolverSettings,
     pub timeouts: Timeouts,
     pub reload: ReloadSettings,
     pub limits: Limits,

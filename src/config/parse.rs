@@ -2,7 +2,6 @@
 //! limits of [`super::bounds`]), then walked field by field so that every problem is reported
 //! with its path, not just the first one serde would stop at. Pure.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::units::{parse_duration, parse_report_until};
 use super::{bounds, hints, locate};
 use super::{Config, Limits, Listeners, Problem, Problems, ReloadSettings, Timeouts};
-use crate::policy::{host, AddrFilter, Host, HostPattern, Mode, Policy, Reporting};
+use crate::policy::{AddrFilter, HostPattern, Mode, Policy, Reporting};
 
 /// Top-level keys. These lists are the parser's whole vocabulary: `tests/config_docs.rs`
 /// checks that each key is in `docs/config.md` and `docs/config.schema.json`.
@@ -49,8 +48,8 @@ pub const RULE_KEYS: &[&str] = &[
 ];
 pub const UPLOAD_BUDGET_KEYS: &[&str] = &["bytes", "per"];
 pub const UPSTREAM_KEYS: &[&str] = &["deny_cidrs", "allow_cidrs"];
-/// `resolver.nameservers` is in the contract but not implemented yet, so not accepted.
-pub const RESOLVER_KEYS: &[&str] = &["hosts"];
+pub const RESOLVER_KEYS: &[&str] = &["hosts", "nameservers", "timeout", "attempts", "cache"];
+pub const RESOLVER_CACHE_KEYS: &[&str] = &["size", "max_ttl", "negative_ttl"];
 pub const TIMEOUT_KEYS: &[&str] = &["client_handshake", "upstream_connect", "idle", "drain"];
 pub const RELOAD_KEYS: &[&str] = &["poll_interval"];
 pub const LIMIT_KEYS: &[&str] = &["max_connections", "max_header_bytes"];
@@ -66,6 +65,7 @@ pub const KEY_SETS: &[(&str, &[&str])] = &[
     ("allow[].upload_budget", UPLOAD_BUDGET_KEYS),
     ("upstream", UPSTREAM_KEYS),
     ("resolver", RESOLVER_KEYS),
+    ("resolver.cache", RESOLVER_CACHE_KEYS),
     ("timeouts", TIMEOUT_KEYS),
     ("reload", RELOAD_KEYS),
     ("limits", LIMIT_KEYS),
@@ -118,9 +118,6 @@ impl Walk {
         for key in map.keys() {
             match key.as_str() {
                 Some(k) if known.contains(&k) => {}
-                Some(k) if let Some(why) = hints::not_yet(path, k) => {
-                    self.problem(&join(path, k), why)
-                }
                 Some(k) => {
                     let guess = hints::nearest(k, known)
                         .map(|g| format!("did you mean `{g}`? "))
@@ -171,7 +168,7 @@ impl Walk {
         let listeners = self.listeners(top.get("listeners"));
         let rules = self.rules(top.get("allow"), &principals);
         let upstream = self.upstream(top.get("upstream"));
-        let resolver_hosts = self.resolver(top.get("resolver"));
+        let resolver = self.resolver(top.get("resolver"));
         let timeouts = self.timeouts(top.get("timeouts"));
         let reload = self.reload(top.get("reload"));
         let limits = self.limits(top.get("limits"));
@@ -179,7 +176,7 @@ impl Walk {
             policy: Policy::new(mode, rules).with_reporting(reporting),
             upstream,
             listeners,
-            resolver_hosts,
+            resolver,
             timeouts,
             reload,
             limits,
@@ -420,52 +417,7 @@ impl Walk {
         AddrFilter::new(deny, allow)
     }
 
-    fn resolver(&mut self, value: Option<&Value>) -> HashMap<String, Vec<IpAddr>> {
-        let mut hosts = HashMap::new();
-        let Some(map) = value.and_then(|v| self.mapping(v, "resolver", RESOLVER_KEYS)) else {
-            return hosts;
-        };
-        let entries = match map.get("hosts") {
-            None | Some(Value::Null) => return hosts,
-            Some(Value::Mapping(entries)) => entries,
-            Some(other) => {
-                self.problem(
-                    "resolver.hosts",
-                    format!(
-                        "expected a mapping of name to addresses, found {}",
-                        kind(other)
-                    ),
-                );
-                return hosts;
-            }
-        };
-        for (key, addrs) in entries {
-            let name = key.as_str().unwrap_or_default();
-            let path = join("resolver.hosts", name);
-            let normalised = match host::parse_host(name) {
-                Ok(Host::Name(n)) => n.as_str().to_owned(),
-                Ok(Host::Ip(_)) => {
-                    self.problem(&path, "an IP literal needs no resolver entry");
-                    continue;
-                }
-                Err(e) => {
-                    self.problem(&path, format!("bad host name: {e}"));
-                    continue;
-                }
-            };
-            let list: Vec<IpAddr> = match addrs {
-                Value::String(_) => self.ip(addrs, &path).into_iter().collect(),
-                _ => self.list(Some(addrs), &path, Walk::ip),
-            };
-            if list.is_empty() && !self.has_problem_under(&path) {
-                self.problem(&path, "needs at least one address");
-            }
-            hosts.insert(normalised, list);
-        }
-        hosts
-    }
-
-    fn ip(&mut self, value: &Value, path: &str) -> Option<IpAddr> {
+    pub(super) fn ip(&mut self, value: &Value, path: &str) -> Option<IpAddr> {
         match value.as_str().map(str::parse::<IpAddr>) {
             Some(Ok(ip)) => Some(ip),
             _ => {

@@ -141,10 +141,10 @@ fn resolver_hosts_are_normalised_and_accept_one_or_many_addresses() {
     ))
     .unwrap();
     assert_eq!(
-        c.resolver_hosts["pypi.example"],
+        c.resolver.hosts["pypi.example"],
         vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
     );
-    assert_eq!(c.resolver_hosts["b.example"].len(), 2);
+    assert_eq!(c.resolver.hosts["b.example"].len(), 2);
 }
 
 #[test]

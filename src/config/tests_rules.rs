@@ -480,10 +480,10 @@ fn hints_for_ports_in_hosts_and_quoted_ports() {
     );
     assert!(p.message.contains("ports are numbers"), "{p}");
     let p = problem_at(
-        &format!("{MINIMAL}resolver: {{ nameservers: [10.0.0.2:53] }}\n"),
-        "resolver.nameservers",
+        &format!("{MINIMAL}resolver: {{ nameservers: [10.0.0.2] }}\n"),
+        "resolver.nameservers[0]",
     );
-    assert!(p.message.contains("not implemented yet"), "{p}");
+    assert!(p.message.contains("write 10.0.0.2:53"), "{p}");
     let p = problem_at(&format!("{MINIMAL}alow: []\n"), "alow");
     assert!(p.message.contains("did you mean `allow`?"), "{p}");
 }

@@ -40,14 +40,19 @@ pub fn parse_report_until(text: &str) -> Option<u64> {
         .checked_add(seconds)
 }
 
-/// `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
+/// A leading whole number and what follows it: `("64", "MiB")` from `64MiB`.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
+    Some((number.parse().ok()?, unit))
+}
+
+/// `500ms`, `10s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let (n, unit) = number_and_unit(text)?;
     let secs = |k: u64| n.checked_mul(k).map(Duration::from_secs);
     match unit {
         "ms" => Some(Duration::from_millis(n)),
@@ -62,12 +67,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 /// (powers of 1024) or `KB`/`MB`/`GB`/`TB` (powers of 1000), optionally after one space.
 /// Overflow is `None`, never a wrapped value.
 pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
+    let (n, unit) = number_and_unit(text)?;
     let unit = unit.strip_prefix(' ').unwrap_or(unit);
     let scale: u64 = match unit {
         "" | "B" => 1,

@@ -55,7 +55,7 @@ pub async fn connect(
             first: early,
             line,
             started,
-            cap: plan.cap.clone(),
+            cap: None, // moved in from the plan by tunnel::connect
         };
         tunnel::connect(tunnel, plan).await
     });

@@ -33,6 +33,7 @@ pub use proxy::{build_state, Phase, Proxy, State};
 use crate::log::{Action, Decision};
 use crate::policy::{ip, Host, Request, TlsRequirement};
 use crate::reason::{ProxyError, Reason, Reply};
+use crate::resolve::DnsFailure;
 
 /// A connection's place under `limits.max_connections`, and its count in
 /// `egress_active_connections`: held until the connection and any tunnel it became are gone.
@@ -314,7 +315,7 @@ pub async fn upstream_targets(
         Host::Name(name) => {
             let (result, took) = state.resolver.resolve(name).await;
             crate::metrics::dns(took);
-            result.map_err(|e| Failure::new(Reason::DnsFailure, e.0))?
+            result.map_err(dns_failure)?
         }
     };
     let mut permitted = Vec::with_capacity(addrs.len());
@@ -339,6 +340,16 @@ pub async fn upstream_targets(
         return Err(failure);
     }
     Ok(permitted)
+}
+
+/// A name that did not resolve: the resolver's sentence, and for `Proxy-Status` the DNS
+/// response code or the timeout.
+fn dns_failure(error: crate::resolve::ResolveError) -> Failure {
+    let error_type = match error.kind() {
+        DnsFailure::Timeout => ProxyError::DnsTimeout,
+        kind => ProxyError::DnsError(kind.rcode()),
+    };
+    Failure::new(Reason::DnsFailure, error.message()).with_error(error_type)
 }
 
 /// Connects to the first target that answers, trying each in turn within `budget` in all.

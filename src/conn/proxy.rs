@@ -60,10 +60,7 @@ impl State {
 pub fn build_state(mut config: Config) -> State {
     config.upstream = std::mem::take(&mut config.upstream)
         .with_own_addresses(config.listeners.all(), crate::sys::local_addresses());
-    let resolver = Resolver::new(
-        config.resolver_hosts.clone(),
-        config.timeouts.upstream_connect,
-    );
+    let resolver = Resolver::from_settings(&config.resolver);
     State::new(config, resolver)
 }
 

@@ -62,7 +62,8 @@ pub async fn serve(proxy: Arc<Proxy>, client: TcpStream, arrival: Arrival) {
     }
     tunnel.line.step("resolving the upstream");
     match upstream_targets(&tunnel.state, &host, port).await {
-        Ok(targets) => tunnel.dial_and_splice(&targets).await,
+        // Boxed, as in `tunnel::connect`: a hello still being read holds no splice state.
+        Ok(targets) => Box::pin(tunnel.dial_and_splice(&targets)).await,
         Err(failure) => tunnel.refuse_hello(failure).await,
     }
 }

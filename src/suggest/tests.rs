@@ -522,7 +522,7 @@ limits: { max_connections: 10000, max_header_bytes: 16384 }
     let merged = Config::from_yaml(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
     assert_eq!(merged.policy.report_until(), config.policy.report_until());
     assert_eq!(merged.listeners, config.listeners);
-    assert_eq!(merged.resolver_hosts, config.resolver_hosts);
+    assert_eq!(merged.resolver, config.resolver);
     assert_eq!(merged.timeouts, config.timeouts);
     let (before, after) = (config.policy.rules(), merged.policy.rules());
     assert_eq!(before.len(), after.len(), "{out}");
