@@ -265,6 +265,8 @@ struct Row {
     reasons: BTreeMap<String, u64>,
     rss: u64,
     fds: u64,
+    /// Of `fds`, the resolver's TCP connections to the harness's DNS server.
+    dns_fds: u64,
     threads: u64,
     metric_total: f64,
     lines_total: u64,
@@ -611,6 +613,7 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             let pr = proxy.lock().unwrap();
             row.rss = pr.rss_kib();
             row.fds = pr.fds();
+            row.dns_fds = pr.fds_to_port(dns.addr.port());
             row.threads = pr.threads();
             row.metric_total = pr
                 .metrics()
@@ -646,7 +649,7 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             }
         }
         if i == 1 {
-            baseline = Some((row.rss, row.fds));
+            baseline = Some((row.rss, row.fds - row.dns_fds));
         }
         if let Some((rss0, fd0)) = baseline {
             if i > 1 {
@@ -655,8 +658,11 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
                 if rss_pct > 5.0 {
                     failures.push(format!("{}: RSS {} KiB, {rss_pct:+.1}% over the baseline {rss0} KiB", phase.name, row.rss));
                 }
-                if row.fds > fd0 + fd_allow {
-                    failures.push(format!("{}: {} fds, baseline {fd0}", phase.name, row.fds));
+                if row.fds - row.dns_fds > fd0 + fd_allow {
+                    failures.push(format!(
+                        "{}: {} fds ({} of them to the DNS server), baseline {fd0}",
+                        phase.name, row.fds, row.dns_fds
+                    ));
                 }
             }
         }
@@ -760,7 +766,7 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             format!("{}", r.rss)
         };
         let fds = if i >= 1 {
-            format!("{} ({:+})", r.fds, r.fds as i64 - fd0 as i64)
+            format!("{} ({:+})", r.fds, (r.fds - r.dns_fds) as i64 - fd0 as i64)
         } else {
             format!("{}", r.fds)
         };
@@ -780,6 +786,9 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             if r.active_zero { "yes" } else { "NO" },
             if r.unconnected > 0 { format!(", {} client connects refused (no line owed)", r.unconnected) } else { String::new() }
         );
+        if r.dns_fds > 0 {
+            println!("{:<22} {} fd(s) are the resolver's TCP connection to the DNS server (not counted in Δ)", "", r.dns_fds);
+        }
         for n in &r.notes {
             println!("{:<22} {n}", "");
         }

@@ -275,6 +275,33 @@ impl Proxy {
             .unwrap_or(0)
     }
 
+    /// Of the open fds, the TCP sockets connected to `port` on loopback (the resolver's
+    /// kept-open TCP connection to the harness's DNS server: state, not a leak).
+    pub fn fds_to_port(&self, port: u16) -> u64 {
+        let want = format!(":{port:04X}");
+        let mut inodes = std::collections::HashSet::new();
+        for table in ["tcp", "tcp6"] {
+            let text = std::fs::read_to_string(format!("/proc/{}/net/{table}", self.pid))
+                .unwrap_or_default();
+            for l in text.lines().skip(1) {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if f.len() > 9 && f[2].ends_with(&want) {
+                    inodes.insert(format!("socket:[{}]", f[9]));
+                }
+            }
+        }
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        std::fs::read_link(e.path())
+                            .is_ok_and(|t| inodes.contains(&t.to_string_lossy().into_owned()))
+                    })
+                    .count() as u64
+            })
+            .unwrap_or(0)
+    }
+
     pub fn threads(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .unwrap_or_default()
