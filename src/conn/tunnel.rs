@@ -248,7 +248,10 @@ impl Tunnel {
                 ..splice::Moved::default()
             }
         } else {
-            match write_all(&upstream, &first).await {
+            let written = write_all(&upstream, &first).await;
+            // Forwarded: a tunnel that then sits idle for hours keeps no copy of its hello.
+            drop(first);
+            match written {
                 Ok(()) => {
                     let rest = up_limit.after(first_len as u64);
                     splice::splice(&client, &upstream, idle, proxy.closing(), &rest).await
