@@ -145,7 +145,11 @@ fn phases(args: &Args) -> Vec<Phase> {
         .map(|&(name, load, share, ci)| Phase {
             name,
             load,
-            secs: if args.ci { ci } else { (share * args.secs).max(2.0) },
+            secs: if args.ci {
+                ci
+            } else {
+                (share * args.secs).max(2.0)
+            },
         })
         .collect()
 }
@@ -353,7 +357,10 @@ fn reconcile(ctx: &Ctx, proxy: &Proxy, phase: Option<usize>, row: &mut Row) -> R
         match seen.decisions.as_slice() {
             [(decision, reason)] => {
                 if !req.kind.reasons().contains(&reason.as_str()) {
-                    problems.push(format!("reason {reason}, expected {:?}", req.kind.reasons()));
+                    problems.push(format!(
+                        "reason {reason}, expected {:?}",
+                        req.kind.reasons()
+                    ));
                 }
                 let allowed = decision == "allow";
                 if allowed != (reason == "rule") {
@@ -369,10 +376,9 @@ fn reconcile(ctx: &Ctx, proxy: &Proxy, phase: Option<usize>, row: &mut Row) -> R
                         }
                     }
                     (false, []) => {}
-                    (_, closes) => problems.push(format!(
-                        "{} close lines for a {decision}",
-                        closes.len()
-                    )),
+                    (_, closes) => {
+                        problems.push(format!("{} close lines for a {decision}", closes.len()))
+                    }
                 }
             }
             lines => problems.push(format!("{} decision lines", lines.len())),
@@ -387,7 +393,11 @@ fn reconcile(ctx: &Ctx, proxy: &Proxy, phase: Option<usize>, row: &mut Row) -> R
                     req.ip,
                     problems.join("; "),
                     req.outcome,
-                    if seen.sample.is_empty() { "-" } else { &seen.sample }
+                    if seen.sample.is_empty() {
+                        "-"
+                    } else {
+                        &seen.sample
+                    }
                 ));
             }
         }
@@ -440,13 +450,18 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
     eprintln!("soak: {} (binary {})", net.note, bin.display());
     eprintln!(
         "load average at start: {}",
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     let mut syn_base = None;
     if net.active() {
         match net.positive_control() {
             Ok(base) => {
-                eprintln!("SYN counter positive control ok (a harness SYN to {} counted: {base:?})", netns::FORBIDDEN);
+                eprintln!(
+                    "SYN counter positive control ok (a harness SYN to {} counted: {base:?})",
+                    netns::FORBIDDEN
+                );
                 syn_base = Some(base);
             }
             Err(e) => failures.push(e),
@@ -480,7 +495,10 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         let expect_ok = matches!(v, 1 | 4 | 5);
         let got = validate(bin, &config(&p, dns_addr, v, 1));
         if got.is_ok() != expect_ok {
-            eprintln!("note: reload variant {v} validates {:?} (expected ok={expect_ok})", got);
+            eprintln!(
+                "note: reload variant {v} validates {:?} (expected ok={expect_ok})",
+                got
+            );
         }
     }
     let proxy = match Proxy::start(bin, &base_yaml) {
@@ -522,7 +540,11 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(phase.secs);
         let mut tasks = Vec::new();
-        let warm: &'static [Kind] = if dns_live { load::WARM_SERVED } else { load::WARM_FALLBACK };
+        let warm: &'static [Kind] = if dns_live {
+            load::WARM_SERVED
+        } else {
+            load::WARM_FALLBACK
+        };
         let main_kinds: &'static [Kind] = match phase.load {
             Load::Warm => warm,
             Load::Idle | Load::Limit => &[],
@@ -639,7 +661,10 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
                 "storm: {writes} config writes, {hups} SIGHUPs; egress_config_reloads_total +{ok} success, +{bad} failure"
             ));
             if ok < 1.0 || bad < 1.0 {
-                failures.push(format!("{}: reload storm saw {ok} good and {bad} failed reloads", phase.name));
+                failures.push(format!(
+                    "{}: reload storm saw {ok} good and {bad} failed reloads",
+                    phase.name
+                ));
             }
         }
         // Settle: no connection open, every owed line in.
@@ -704,7 +729,10 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
                 let rss_pct = 100.0 * (row.rss as f64 - rss0 as f64) / rss0 as f64;
                 let fd_allow = (fd0 as f64 * 0.05).floor() as u64;
                 if rss_pct > 5.0 {
-                    failures.push(format!("{}: RSS {} KiB, {rss_pct:+.1}% over the baseline {rss0} KiB", phase.name, row.rss));
+                    failures.push(format!(
+                        "{}: RSS {} KiB, {rss_pct:+.1}% over the baseline {rss0} KiB",
+                        phase.name, row.rss
+                    ));
                 }
                 if row.fds - row.dns_fds > fd0 + fd_allow {
                     failures.push(format!(
@@ -715,7 +743,10 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             }
         }
         if !row.active_zero {
-            failures.push(format!("{}: egress_active_connections did not return to 0", phase.name));
+            failures.push(format!(
+                "{}: egress_active_connections did not return to 0",
+                phase.name
+            ));
         }
         if row.metric_total != row.lines_total as f64 {
             failures.push(format!(
@@ -724,7 +755,10 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             ));
         }
         if row.mismatches > 0 {
-            failures.push(format!("{}: {} requests without their one expected line", phase.name, row.mismatches));
+            failures.push(format!(
+                "{}: {} requests without their one expected line",
+                phase.name, row.mismatches
+            ));
         }
         eprintln!(
             "  done in {:.0}s: {} requests, {} decision + {} close lines, {} mismatches, RSS {} KiB, {} fds",
@@ -751,7 +785,11 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         row.lines_total = log.decisions;
         row.closes = log.closes;
         if !log.foreign.is_empty() {
-            failures.push(format!("{} lines from clients the harness did not tag, e.g. {}", log.foreign.len(), log.foreign[0]));
+            failures.push(format!(
+                "{} lines from clients the harness did not tag, e.g. {}",
+                log.foreign.len(),
+                log.foreign[0]
+            ));
         }
         if !log.forbidden_upstream.is_empty() {
             failures.push(format!(
@@ -761,13 +799,24 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             ));
         }
         if !log.unparsable.is_empty() {
-            failures.push(format!("{} unparsable stdout lines, e.g. {}", log.unparsable.len(), log.unparsable[0]));
+            failures.push(format!(
+                "{} unparsable stdout lines, e.g. {}",
+                log.unparsable.len(),
+                log.unparsable[0]
+            ));
         }
         drop(log);
         let err = pr.err.lock().unwrap();
         row.panics = err.panics.len();
         let tail: Vec<String> = err.tail.iter().cloned().collect();
-        let stats = (err.lines, err.errors, err.warnings, err.reload_ok, err.reload_failed, err.panics.clone());
+        let stats = (
+            err.lines,
+            err.errors,
+            err.warnings,
+            err.reload_ok,
+            err.reload_failed,
+            err.panics.clone(),
+        );
         (status, row, tail, stats)
     };
     match status {
@@ -776,18 +825,31 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         None => failures.push("the proxy did not exit within 40s of SIGTERM".into()),
     }
     if !stats.5.is_empty() {
-        failures.push(format!("{} panic lines on stderr, first: {}", stats.5.len(), stats.5[0]));
+        failures.push(format!(
+            "{} panic lines on stderr, first: {}",
+            stats.5.len(),
+            stats.5[0]
+        ));
     }
     if final_row.mismatches > 0 {
-        failures.push(format!("after exit: {} requests without their one expected line", final_row.mismatches));
+        failures.push(format!(
+            "after exit: {} requests without their one expected line",
+            final_row.mismatches
+        ));
     }
     let syns = match (syn_base, net.syns()) {
         (Some(base), Some(now)) => {
             let d = (now.0 - base.0, now.1 - base.1);
             if d != (0, 0) {
-                failures.push(format!("SYNs towards forbidden addresses: {} left, {} arrived", d.0, d.1));
+                failures.push(format!(
+                    "SYNs towards forbidden addresses: {} left, {} arrived",
+                    d.0, d.1
+                ));
             }
-            format!("{} out of the proxy's namespace, {} into the forbidden one", d.0, d.1)
+            format!(
+                "{} out of the proxy's namespace, {} into the forbidden one",
+                d.0, d.1
+            )
         }
         _ => format!("SKIPPED ({})", net.note),
     };
@@ -804,12 +866,25 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
     );
     println!(
         "{:<22} {:>6} {:>8} {:>9} {:>8} {:>6} {:>16} {:>9} {:>6} {:>7}",
-        "phase", "secs", "requests", "decisions", "closes", "mism.", "RSS KiB (Δ%)", "fds (Δ)", "thr", "panics"
+        "phase",
+        "secs",
+        "requests",
+        "decisions",
+        "closes",
+        "mism.",
+        "RSS KiB (Δ%)",
+        "fds (Δ)",
+        "thr",
+        "panics"
     );
     println!("{}", "-".repeat(106));
     for (i, r) in rows.iter().enumerate() {
         let rss = if i >= 1 && rss0 > 0 {
-            format!("{} ({:+.1}%)", r.rss, 100.0 * (r.rss as f64 - rss0 as f64) / rss0 as f64)
+            format!(
+                "{} ({:+.1}%)",
+                r.rss,
+                100.0 * (r.rss as f64 - rss0 as f64) / rss0 as f64
+            )
         } else {
             format!("{}", r.rss)
         };
@@ -820,7 +895,16 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         };
         println!(
             "{:<22} {:>6.0} {:>8} {:>9} {:>8} {:>6} {:>16} {:>9} {:>6} {:>7}",
-            r.name, r.secs, r.requests, r.decisions, r.closes, r.mismatches, rss, fds, r.threads, r.panics
+            r.name,
+            r.secs,
+            r.requests,
+            r.decisions,
+            r.closes,
+            r.mismatches,
+            rss,
+            fds,
+            r.threads,
+            r.panics
         );
         if !r.reasons.is_empty() {
             let h: Vec<String> = r.reasons.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -832,7 +916,11 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             r.metric_total,
             r.lines_total,
             if r.active_zero { "yes" } else { "NO" },
-            if r.unconnected > 0 { format!(", {} client connects refused (no line owed)", r.unconnected) } else { String::new() }
+            if r.unconnected > 0 {
+                format!(", {} client connects refused (no line owed)", r.unconnected)
+            } else {
+                String::new()
+            }
         );
         if r.dns_fds > 0 {
             println!("{:<22} {} fd(s) are the resolver's TCP connection to the DNS server (not counted in Δ)", "", r.dns_fds);
@@ -844,7 +932,12 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
     println!("{}", "-".repeat(106));
     println!(
         "{:<22} {:>6} {:>8} {:>9} {:>8} {:>6}",
-        final_row.name, "", final_row.requests, final_row.decisions, final_row.closes, final_row.mismatches
+        final_row.name,
+        "",
+        final_row.requests,
+        final_row.decisions,
+        final_row.closes,
+        final_row.mismatches
     );
     println!(
         "exit after SIGTERM: {}; stderr: {} lines, {} ERROR, {} WARN, {} reloads ok / {} failed logged, {} panics",
@@ -856,7 +949,14 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         "origin connections accepted: {}",
         origins.accepted.load(Ordering::Relaxed)
     );
-    println!("DNS: {}", if dns_live { format!("served by the harness on {}", dns.addr) } else { "resolver.nameservers not supported by this build: fallback faults only".into() });
+    println!(
+        "DNS: {}",
+        if dns_live {
+            format!("served by the harness on {}", dns.addr)
+        } else {
+            "resolver.nameservers not supported by this build: fallback faults only".into()
+        }
+    );
     {
         let st = dns.stats.lock().unwrap();
         if !st.queries.is_empty() {
@@ -865,7 +965,10 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         }
     }
     println!("per kind (requests / mismatches):");
-    let kinds: Vec<String> = by_kind.iter().map(|(k, (n, b))| format!("{k:?} {n}/{b}")).collect();
+    let kinds: Vec<String> = by_kind
+        .iter()
+        .map(|(k, (n, b))| format!("{k:?} {n}/{b}"))
+        .collect();
     for chunk in kinds.chunks(6) {
         println!("  {}", chunk.join(", "));
     }
@@ -916,7 +1019,8 @@ fn raise_nofile() {
     // SAFETY: getrlimit/setrlimit on a local struct.
     unsafe {
         let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
@@ -929,5 +1033,10 @@ fn utc_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    format!("{:02}:{:02}:{:02}Z", secs / 3600 % 24, secs / 60 % 60, secs % 60)
+    format!(
+        "{:02}:{:02}:{:02}Z",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
 }

@@ -120,7 +120,16 @@ pub const FAULTS: &[Kind] = &[
     ConnectTimeout,
 ];
 pub const DNS_SERVED: &[Kind] = &[
-    DnsOk, DnsServfail, DnsNx, DnsTimeout, DnsTrunc, DnsCut, DnsFlip, DnsForbid, DnsImds, DnsMixed,
+    DnsOk,
+    DnsServfail,
+    DnsNx,
+    DnsTimeout,
+    DnsTrunc,
+    DnsCut,
+    DnsFlip,
+    DnsForbid,
+    DnsImds,
+    DnsMixed,
 ];
 pub const DNS_FALLBACK: &[Kind] = &[DnsInvalid, DnsSystem, DeniedIp, DeniedImds];
 pub const HOSTILE: &[Kind] = &[
@@ -136,19 +145,87 @@ pub const HOSTILE: &[Kind] = &[
 
 /// The warm-up: every kind of every phase.
 pub const WARM_SERVED: &[Kind] = &[
-    Bulk, Short, SniTunnel, Forward, TransparentHttp, UploadLimit, NoRule, Port, Client,
-    SniMismatch, NoSniConnect, NoSniTransparent, NoSniForward, DeniedIp, DeniedImds,
-    DeniedLiteral, DnsInvalid, Unreachable, ConnectTimeout, Auth, Reset, SilentTunnel,
-    SilentForward, SlamTunnel, SlamForward, Toggle, DnsOk, DnsServfail, DnsNx, DnsTimeout,
-    DnsTrunc, DnsCut, DnsFlip, DnsForbid, DnsImds, DnsMixed, Garbage, GarbageTls, Slowloris,
-    SlowlorisTls, Oversized, FragHelloTransparent, FragHelloConnect, TruncHello,
+    Bulk,
+    Short,
+    SniTunnel,
+    Forward,
+    TransparentHttp,
+    UploadLimit,
+    NoRule,
+    Port,
+    Client,
+    SniMismatch,
+    NoSniConnect,
+    NoSniTransparent,
+    NoSniForward,
+    DeniedIp,
+    DeniedImds,
+    DeniedLiteral,
+    DnsInvalid,
+    Unreachable,
+    ConnectTimeout,
+    Auth,
+    Reset,
+    SilentTunnel,
+    SilentForward,
+    SlamTunnel,
+    SlamForward,
+    Toggle,
+    DnsOk,
+    DnsServfail,
+    DnsNx,
+    DnsTimeout,
+    DnsTrunc,
+    DnsCut,
+    DnsFlip,
+    DnsForbid,
+    DnsImds,
+    DnsMixed,
+    Garbage,
+    GarbageTls,
+    Slowloris,
+    SlowlorisTls,
+    Oversized,
+    FragHelloTransparent,
+    FragHelloConnect,
+    TruncHello,
 ];
 pub const WARM_FALLBACK: &[Kind] = &[
-    Bulk, Short, SniTunnel, Forward, TransparentHttp, UploadLimit, NoRule, Port, Client,
-    SniMismatch, NoSniConnect, NoSniTransparent, NoSniForward, DeniedIp, DeniedImds,
-    DeniedLiteral, DnsInvalid, Unreachable, ConnectTimeout, Auth, Reset, SilentTunnel,
-    SilentForward, SlamTunnel, SlamForward, Toggle, DnsSystem, Garbage, GarbageTls, Slowloris,
-    SlowlorisTls, Oversized, FragHelloTransparent, FragHelloConnect, TruncHello,
+    Bulk,
+    Short,
+    SniTunnel,
+    Forward,
+    TransparentHttp,
+    UploadLimit,
+    NoRule,
+    Port,
+    Client,
+    SniMismatch,
+    NoSniConnect,
+    NoSniTransparent,
+    NoSniForward,
+    DeniedIp,
+    DeniedImds,
+    DeniedLiteral,
+    DnsInvalid,
+    Unreachable,
+    ConnectTimeout,
+    Auth,
+    Reset,
+    SilentTunnel,
+    SilentForward,
+    SlamTunnel,
+    SlamForward,
+    Toggle,
+    DnsSystem,
+    Garbage,
+    GarbageTls,
+    Slowloris,
+    SlowlorisTls,
+    Oversized,
+    FragHelloTransparent,
+    FragHelloConnect,
+    TruncHello,
 ];
 
 impl Kind {
@@ -321,9 +398,9 @@ pub fn hello(sni: Option<&str>) -> Vec<u8> {
     .with_no_client_auth();
     let name = match sni {
         Some(sni) => rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap(),
-        None => rustls::pki_types::ServerName::IpAddress(
-            rustls::pki_types::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
-        ),
+        None => rustls::pki_types::ServerName::IpAddress(rustls::pki_types::IpAddr::from(
+            std::net::Ipv4Addr::LOCALHOST,
+        )),
     };
     let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let mut out = Vec::new();
@@ -378,8 +455,7 @@ impl Ctx {
         let ex = self.addrs.explicit;
         let n = u32::from(ip) - FIRST_TAG;
         match kind {
-            Bulk | Short | UploadLimit | Reset | Toggle | DnsOk | DnsTrunc | DnsMixed
-            | DnsFlip => {
+            Bulk | Short | UploadLimit | Reset | Toggle | DnsOk | DnsTrunc | DnsMixed | DnsFlip => {
                 let (authority, up, down) = match kind {
                     Bulk => (format!("ok.soak.test:{}", p.proto), MIB, MIB),
                     Short => (format!("ok.soak.test:{}", p.proto), 64, 64),
@@ -452,9 +528,11 @@ impl Ctx {
             }
             TransparentHttp => {
                 let mut s = open(ip, self.addrs.http).await?;
-                s.write_all(b"GET /soak HTTP/1.1\r\nHost: web.soak.test\r\nConnection: close\r\n\r\n")
-                    .await
-                    .map_err(io)?;
+                s.write_all(
+                    b"GET /soak HTTP/1.1\r\nHost: web.soak.test\r\nConnection: close\r\n\r\n",
+                )
+                .await
+                .map_err(io)?;
                 let head = read_head(&mut s).await?;
                 let body = drain(&mut s).await;
                 Ok(format!("status {} body {body}", status(&head)))
@@ -487,8 +565,9 @@ impl Ctx {
                 if st == 200 {
                     // Tunnels to faulty origins: say something, wait a little, go.
                     let _ = s.write_all(b"hello?").await;
-                    let got =
-                        tokio::time::timeout(Duration::from_secs(1), drain(&mut s)).await.ok();
+                    let got = tokio::time::timeout(Duration::from_secs(1), drain(&mut s))
+                        .await
+                        .ok();
                     return Ok(format!("200 got {got:?}"));
                 }
                 Ok(format!("status {st}"))

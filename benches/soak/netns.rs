@@ -38,7 +38,9 @@ impl Net {
     pub fn enter() -> Net {
         // SAFETY: plain syscalls with no memory arguments.
         if unsafe { libc::geteuid() } != 0 {
-            return Net::skipped("not root: no private namespace, SYN count SKIPPED; traffic on the host's loopback");
+            return Net::skipped(
+                "not root: no private namespace, SYN count SKIPPED; traffic on the host's loopback",
+            );
         }
         for tool in ["ip", "iptables"] {
             if run(&["sh", "-c", &format!("command -v {tool}")]).is_err() {
@@ -67,8 +69,26 @@ impl Net {
             run(&["ip", "addr", "add", "10.231.9.1/24", "dev", "sk0"])?;
             run(&["ip", "link", "set", "sk0", "up"])?;
             run(&["ip", "route", "add", "169.254.0.0/16", "dev", "sk0"])?;
-            run(&["ip", "-n", &far, "addr", "add", "10.231.9.9/24", "dev", "sk1"])?;
-            run(&["ip", "-n", &far, "addr", "add", "169.254.169.254/32", "dev", "sk1"])?;
+            run(&[
+                "ip",
+                "-n",
+                &far,
+                "addr",
+                "add",
+                "10.231.9.9/24",
+                "dev",
+                "sk1",
+            ])?;
+            run(&[
+                "ip",
+                "-n",
+                &far,
+                "addr",
+                "add",
+                "169.254.169.254/32",
+                "dev",
+                "sk1",
+            ])?;
             run(&["ip", "-n", &far, "link", "set", "sk1", "up"])?;
             run(&["ip", "-n", &far, "link", "set", "lo", "up"])?;
             run(&["ip", "-n", &far, "route", "add", "default", "dev", "sk1"])?;
@@ -78,8 +98,8 @@ impl Net {
                 ])?;
             }
             run(&[
-                "ip", "netns", "exec", &far, "iptables", "-A", "INPUT", "-p", "tcp", "--syn",
-                "-j", "ACCEPT",
+                "ip", "netns", "exec", &far, "iptables", "-A", "INPUT", "-p", "tcp", "--syn", "-j",
+                "ACCEPT",
             ])?;
             Ok(())
         })();

@@ -73,7 +73,11 @@ async fn serve(mut s: TcpStream, mode: Mode) {
                     left = left.saturating_sub(n as u64);
                 }
                 let chunk = vec![0x5au8; 64 * 1024];
-                let total = if matches!(mode, Mode::Reset) { down / 2 } else { down };
+                let total = if matches!(mode, Mode::Reset) {
+                    down / 2
+                } else {
+                    down
+                };
                 let mut sent = 0;
                 while sent < total {
                     let n = (total - sent).min(chunk.len());
@@ -145,7 +149,12 @@ async fn listen(mode: Mode, accepted: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> 
 
 /// A `proto` origin that is there for 700 ms, gone for 700 ms, and so on.
 async fn toggle(accepted: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> u16 {
-    let port = TcpListener::bind(LOCAL).await.unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind(LOCAL)
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     tokio::spawn(async move {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         while !stop.load(Ordering::Relaxed) {

@@ -72,7 +72,9 @@ fn forbidden_ip(ip: IpAddr) -> bool {
             let o = v4.octets();
             (o[0] == 10) || (o[0] == 169 && o[1] == 254)
         }
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| forbidden_ip(IpAddr::V4(v4))),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .is_some_and(|v4| forbidden_ip(IpAddr::V4(v4))),
     }
 }
 
@@ -85,7 +87,10 @@ fn ingest(log: &mut Log, line: &str) {
     };
     let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
     let event = s("event");
-    if let Some(up) = v["upstream"].as_str().and_then(|u| u.parse::<SocketAddr>().ok()) {
+    if let Some(up) = v["upstream"]
+        .as_str()
+        .and_then(|u| u.parse::<SocketAddr>().ok())
+    {
         if forbidden_ip(up.ip()) && log.forbidden_upstream.len() < 50 {
             log.forbidden_upstream.push(line.to_owned());
         }
@@ -221,7 +226,9 @@ impl Proxy {
                 return Ok(proxy);
             }
             if let Ok(Some(status)) = proxy.child.try_wait() {
-                return Err(format!("proxy exited ({status}); config:\n{yaml}\nstderr:\n{head}"));
+                return Err(format!(
+                    "proxy exited ({status}); config:\n{yaml}\nstderr:\n{head}"
+                ));
             }
             if Instant::now() > deadline {
                 return Err(format!("proxy did not say it listens; stderr:\n{head}"));

@@ -53,48 +53,89 @@ pub fn credentials(headers: &HeaderMap, principals: &Principals) -> Credentials 
     };
     if principals.verify(name, token) {
         Credentials::Valid(name.to_owned())
+    } else if principals.contains(name) {
+        // A known name is safe to say; the token never is.
+        Credentials::Invalid(format!("the token for principal '{name}' is not valid"))
     } else {
-        // The name is safe to say (it is not a secret); the token is not.
-        let shown: String = name.chars().take(64).filter(|c| !c.is_control()).collect();
-        Credentials::Invalid(format!("the token for principal '{shown}' is not valid"))
+        // An unknown "name" may be a token typed in the wrong field: never repeat it.
+        Credentials::Invalid("no such principal (the name given is not shown)".into())
     }
 }
 
-/// Failures before the throttle starts to slow a client down.
+/// Failures before a client has to cool down.
 const FREE_FAILURES: u32 = 3;
-/// The longest a failed attempt is held before its 407.
+/// The longest cool-down.
 const MAX_PENALTY: Duration = Duration::from_secs(10);
 /// A client with no failure for this long starts afresh.
 const FORGET_AFTER: Duration = Duration::from_secs(300);
-/// Clients tracked at once; beyond this the oldest are forgotten first.
+/// Clients tracked at once.
 const TRACKED: usize = 65_536;
 
-/// Recent credential failures per client address.
+/// Recent credential failures per client (an IPv6 client by its /64). After a few, a client
+/// cools down: until then its credentials are refused without being checked, so guesses
+/// made meanwhile learn nothing, and nothing is held open while it waits.
 #[derive(Default)]
 pub struct Throttle {
-    strikes: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    strikes: Mutex<HashMap<String, Strikes>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Strikes {
+    failures: u32,
+    last: Instant,
+    until: Instant,
 }
 
 impl Throttle {
-    /// Records a failure from `client` and says how long to hold its answer: nothing for the
-    /// first few, then doubling from 100 ms up to [`MAX_PENALTY`].
+    /// How long `client` must still wait before its credentials are checked again, if at all.
+    pub fn cooling(&self, client: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let strikes = self.lock();
+        let left = strikes
+            .get(&key(client))?
+            .until
+            .saturating_duration_since(now);
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Records a failure from `client` and returns the cool-down now in force: nothing for
+    /// the first few, then doubling from 100 ms up to [`MAX_PENALTY`].
     pub fn failed(&self, client: IpAddr) -> Duration {
         let now = Instant::now();
-        let mut strikes = self
-            .strikes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut strikes = self.lock();
         if strikes.len() >= TRACKED {
-            strikes.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
+            strikes.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER);
+            if strikes.len() >= TRACKED {
+                tracing::warn!(
+                    "credential throttle: {TRACKED} clients failing at once; starting afresh"
+                );
+                strikes.clear();
+            }
         }
-        let entry = strikes.entry(client.to_canonical()).or_insert((0, now));
-        if now.duration_since(entry.1) >= FORGET_AFTER {
-            entry.0 = 0;
+        let entry = strikes.entry(key(client)).or_insert(Strikes {
+            failures: 0,
+            last: now,
+            until: now,
+        });
+        if now.duration_since(entry.last) >= FORGET_AFTER {
+            entry.failures = 0;
         }
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = now;
-        penalty(entry.0)
+        entry.failures = entry.failures.saturating_add(1);
+        entry.last = now;
+        let wait = penalty(entry.failures);
+        entry.until = now + wait;
+        wait
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Strikes>> {
+        self.strikes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn key(client: IpAddr) -> String {
+    super::budget::client_key(None, client)
 }
 
 fn penalty(failures: u32) -> Duration {
@@ -146,6 +187,11 @@ mod tests {
             ),
             Credentials::Valid("glue-etl".into())
         );
+        // An unknown name may be a token in the wrong field: never repeated.
+        assert_eq!(
+            credentials(&with(&basic("s3cret:glue-etl")), &p),
+            Credentials::Invalid("no such principal (the name given is not shown)".into())
+        );
         for bad in [
             basic("glue-etl:wrong"),
             basic("glue-etl:s3cret "),
@@ -170,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn failures_get_slower_not_faster_and_are_forgotten_per_client() {
+    fn failures_lead_to_a_growing_cool_down_per_client() {
         let t = Throttle::default();
         let a: IpAddr = "10.0.32.7".parse().unwrap();
         let b: IpAddr = "10.0.32.8".parse().unwrap();
@@ -179,10 +225,19 @@ mod tests {
         assert!(waits.windows(2).all(|w| w[1] >= w[0]), "{waits:?}");
         assert_eq!(waits[3], Duration::from_millis(100));
         assert_eq!(*waits.last().unwrap(), MAX_PENALTY);
+        // Cooling down now: credentials are not checked until it passes.
+        assert!(t
+            .cooling(a)
+            .is_some_and(|left| left > Duration::from_secs(5)));
         // Another client is not slowed by the first one's failures.
+        assert_eq!(t.cooling(b), None);
         assert_eq!(t.failed(b), Duration::ZERO);
-        // The IPv4-mapped spelling is the same client.
+        // The IPv4-mapped spelling is the same client; an IPv6 /64 is one client.
         let mapped: IpAddr = "::ffff:10.0.32.7".parse().unwrap();
         assert_eq!(t.failed(mapped), MAX_PENALTY);
+        for i in 0..4 {
+            t.failed(format!("2001:db8::{i}").parse().unwrap());
+        }
+        assert!(t.cooling("2001:db8::ffff".parse().unwrap()).is_some());
     }
 }

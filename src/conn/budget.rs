@@ -1,78 +1,119 @@
 //! Upload budgets (`upload_budget: { bytes, per }`): client→upstream bytes one client may send
-//! under a rule per window, where the client is its principal if it has one, else its address.
-//! Held by the proxy, so a reload doesn't hand out fresh budgets. A connection's cap is what
-//! was left when it started; its bytes are spent when it ends.
+//! under a rule per window, where the client is its principal if it has one, else its address
+//! (an IPv6 client by its /64, so rotating addresses within a subnet buys no new budget).
+//! Held by the proxy, so a reload doesn't hand out fresh budgets.
+//!
+//! Every open connection of a client charges the same window as its bytes go up, reserving
+//! before it reads: once the window is spent, new connections are refused and open ones are
+//! cut, however many run at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::policy::UploadBudget;
 
-/// Budget windows kept at once; beyond this, expired ones are forgotten first.
+/// Budget windows kept at once. When that many are open, a new client's request is refused
+/// rather than forgetting another's spending.
 const TRACKED: usize = 65_536;
 
 #[derive(Default)]
 pub struct Budgets {
-    windows: Mutex<HashMap<(String, String), Window>>,
+    windows: Mutex<HashMap<(String, String), Arc<Window>>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Window {
+/// One client's window under one rule: what it may send, and what it has sent or reserved.
+#[derive(Debug)]
+pub struct Window {
     started: Instant,
-    used: u64,
+    per: Duration,
+    bytes: u64,
+    used: AtomicU64,
 }
 
-/// What is left of a budget now, and when its window frees up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Left {
-    pub bytes: u64,
-    pub resets_in: Duration,
+impl Window {
+    /// Reserves up to `want` bytes; returns how many were granted (0: the budget is spent).
+    pub fn reserve(&self, want: u64) -> u64 {
+        let mut granted = 0;
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                granted = want.min(self.bytes.saturating_sub(used));
+                Some(used + granted)
+            });
+        granted
+    }
+
+    /// Hands back what was reserved but not sent.
+    pub fn give_back(&self, unused: u64) {
+        if unused > 0 {
+            self.used.fetch_sub(unused, Ordering::AcqRel);
+        }
+    }
+
+    /// Counts bytes sent without a reservation (report mode: counted, never refused).
+    pub fn charge(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    pub fn left(&self) -> u64 {
+        self.bytes.saturating_sub(self.used.load(Ordering::Acquire))
+    }
+
+    pub fn resets_in(&self) -> Duration {
+        self.per.saturating_sub(self.started.elapsed())
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        now.duration_since(self.started) >= self.per
+    }
+}
+
+/// The key a client's budget (and credential throttle) is kept under: its principal if it
+/// has one; else its address, an IPv6 one by its /64.
+pub fn client_key(principal: Option<&str>, ip: IpAddr) -> String {
+    if let Some(principal) = principal {
+        return principal.to_owned();
+    }
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        v4 => v4.to_string(),
+    }
 }
 
 impl Budgets {
-    /// What `who` may still send under `rule` in the current window.
-    pub fn left(&self, rule: &str, who: &str, budget: &UploadBudget) -> Left {
+    /// The window `who` is in under `rule` now (a fresh one once the last has passed), or
+    /// `None` when too many windows are open to track another.
+    pub fn window(&self, rule: &str, who: &str, budget: &UploadBudget) -> Option<Arc<Window>> {
         let now = Instant::now();
-        let windows = self.lock();
-        match windows.get(&(rule.to_owned(), who.to_owned())) {
-            Some(w) if now.duration_since(w.started) < budget.per => Left {
-                bytes: budget.bytes.saturating_sub(w.used),
-                resets_in: budget.per - now.duration_since(w.started),
-            },
-            _ => Left {
-                bytes: budget.bytes,
-                resets_in: budget.per,
-            },
-        }
-    }
-
-    /// Counts `bytes` sent by `who` under `rule`.
-    pub fn spend(&self, rule: &str, who: &str, budget: &UploadBudget, bytes: u64) {
-        let now = Instant::now();
-        let mut windows = self.lock();
-        if windows.len() >= TRACKED {
-            windows.retain(|_, w| now.duration_since(w.started) < budget.per);
-        }
-        let window = windows
-            .entry((rule.to_owned(), who.to_owned()))
-            .or_insert(Window {
-                started: now,
-                used: 0,
-            });
-        if now.duration_since(window.started) >= budget.per {
-            *window = Window {
-                started: now,
-                used: 0,
-            };
-        }
-        window.used = window.used.saturating_add(bytes);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Window>> {
-        self.windows
+        let mut windows = self
+            .windows
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = (rule.to_owned(), who.to_owned());
+        if let Some(window) = windows.get(&key).filter(|w| !w.expired(now)) {
+            return Some(window.clone());
+        }
+        if windows.len() >= TRACKED {
+            // Each window by its own length: a short rule never resets a long one.
+            windows.retain(|_, w| !w.expired(now));
+            if windows.len() >= TRACKED {
+                return None;
+            }
+        }
+        let window = Arc::new(Window {
+            started: now,
+            per: budget.per,
+            bytes: budget.bytes,
+            used: AtomicU64::new(0),
+        });
+        windows.insert(key, window.clone());
+        Some(window)
     }
 }
 
@@ -80,26 +121,50 @@ impl Budgets {
 mod tests {
     use super::*;
 
+    const HOUR: UploadBudget = UploadBudget {
+        bytes: 1000,
+        per: Duration::from_secs(3600),
+    };
+
     #[test]
-    fn a_budget_is_spent_per_rule_and_client_and_frees_up_with_its_window() {
+    fn connections_of_one_client_share_one_window_and_cannot_overdraw_it() {
         let b = Budgets::default();
-        let budget = UploadBudget {
-            bytes: 1000,
-            per: Duration::from_secs(3600),
-        };
-        assert_eq!(b.left("pypi", "10.0.32.7", &budget).bytes, 1000);
-        b.spend("pypi", "10.0.32.7", &budget, 600);
-        b.spend("pypi", "10.0.32.7", &budget, 600);
-        assert_eq!(b.left("pypi", "10.0.32.7", &budget).bytes, 0);
+        let one = b.window("pypi", "10.0.32.7", &HOUR).unwrap();
+        let two = b.window("pypi", "10.0.32.7", &HOUR).unwrap();
+        assert_eq!(one.reserve(600), 600);
+        assert_eq!(two.reserve(600), 400, "only what is left");
+        assert_eq!(one.reserve(1), 0);
+        two.give_back(100);
+        assert_eq!(one.left(), 100);
         // Other clients and other rules have their own.
-        assert_eq!(b.left("pypi", "glue-etl", &budget).bytes, 1000);
-        assert_eq!(b.left("docker", "10.0.32.7", &budget).bytes, 1000);
-        // A window that has passed starts afresh.
+        assert_eq!(b.window("pypi", "glue-etl", &HOUR).unwrap().left(), 1000);
+        assert_eq!(b.window("docker", "10.0.32.7", &HOUR).unwrap().left(), 1000);
+    }
+
+    #[test]
+    fn a_passed_window_starts_afresh() {
+        let b = Budgets::default();
         let short = UploadBudget {
             bytes: 10,
             per: Duration::ZERO,
         };
-        b.spend("al", "x", &short, 10);
-        assert_eq!(b.left("al", "x", &short).bytes, 10);
+        b.window("al", "x", &short).unwrap().charge(10);
+        assert_eq!(b.window("al", "x", &short).unwrap().left(), 10);
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let a = client_key(None, "2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = client_key(None, "2001:db8:1:2:bbbb::9".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, client_key(None, "2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(
+            client_key(None, "::ffff:10.0.0.1".parse().unwrap()),
+            "10.0.0.1"
+        );
+        assert_eq!(
+            client_key(Some("glue-etl"), "10.0.0.1".parse().unwrap()),
+            "glue-etl"
+        );
     }
 }

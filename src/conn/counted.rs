@@ -10,6 +10,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::UpLimit;
+
 /// Bytes written to (up) and read from (down) the wrapped upstream socket.
 #[derive(Debug, Default)]
 pub struct Totals {
@@ -41,12 +43,12 @@ impl Totals {
 pub struct Counted<T> {
     inner: T,
     totals: Arc<Totals>,
-    /// Bytes that may be written in all (`u64::MAX`: no cap).
-    up_limit: u64,
+    /// What may still be written upstream.
+    up_limit: UpLimit,
 }
 
 impl<T> Counted<T> {
-    pub fn new(inner: T, up_limit: u64) -> (Counted<T>, Arc<Totals>) {
+    pub fn new(inner: T, up_limit: UpLimit) -> (Counted<T>, Arc<Totals>) {
         let totals = Arc::new(Totals::default());
         (
             Counted {
@@ -79,19 +81,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // Not one byte past the cap: what fits is written, then writes fail.
-        let room = self
+        // Not one byte past a cap: what is granted is written, then writes fail.
+        let granted = self
             .up_limit
-            .saturating_sub(self.totals.up.load(Ordering::Relaxed));
-        if room == 0 && !buf.is_empty() {
+            .grant(self.totals.up.load(Ordering::Relaxed), buf.len());
+        if granted == 0 && !buf.is_empty() {
             self.totals.capped.store(true, Ordering::Relaxed);
             return Poll::Ready(Err(io::Error::other("upload cap reached")));
         }
-        let buf = &buf[..buf.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.totals.up.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        let polled = Pin::new(&mut self.inner).poll_write(cx, &buf[..granted]);
+        let written = match polled {
+            Poll::Ready(Ok(n)) => n,
+            _ => 0,
+        };
+        self.up_limit.unused(granted, written);
+        self.totals.up.fetch_add(written as u64, Ordering::Relaxed);
         polled
     }
 

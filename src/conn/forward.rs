@@ -13,15 +13,20 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::counted::Counted;
-use super::http::{refuse, request_target, Body, Conn, Refused};
+use super::http::{refusal, refuse, request_target, Body, Conn, Refused};
 use super::splice::watch_idle;
-use super::{admit, denial, dial, upload_cap, upstream_targets, Failure, State, UploadCap};
-use crate::log::{Decision, PendingLine};
+use super::{
+    admit, denial, dial, record_failure, upload_cap, upstream_targets, Failure, Proxy, State,
+    UploadCap,
+};
+use crate::log::PendingLine;
 use crate::policy::{Host, TlsRequirement};
 use crate::reason::{ProxyError, Reason};
 
 /// A plain-HTTP request: absolute-form on the explicit listener, origin-form with `Host` on
-/// the transparent one. Forwarded on a fresh upstream connection of its own.
+/// the transparent one. Forwarded on a fresh upstream connection of its own, whose task owns
+/// the request's line: decided when the upstream answers, and whatever happens to the
+/// request (no answer, the client gone mid-upload), written with the bytes that went up.
 pub async fn forward(
     conn: &Arc<Conn>,
     state: Arc<State>,
@@ -29,6 +34,10 @@ pub async fn forward(
     req: Request<Incoming>,
     started: Instant,
 ) -> Response<Body> {
+    let planned = match plan_forward(conn, &state, &mut line, &req).await {
+        Ok(planned) => planned,
+        Err(refused) => return refuse(line, refused, &state),
+    };
     let Planned {
         host,
         port,
@@ -36,45 +45,28 @@ pub async fn forward(
         connection,
         moved,
         cap,
-    } = match plan_forward(conn, &state, &mut line, &req).await {
-        Ok(planned) => planned,
-        Err(refused) => return refuse(line, refused, &state),
-    };
-    let proxy = conn.proxy.clone();
-    let slot = conn.slot.clone();
+    } = planned;
     let idle = state.config.timeouts.idle;
-    // The decision is known once the upstream has answered: the allowed line goes to the
-    // task that drives the connection, which ends it with the close line.
-    let (decided, allowed) = tokio::sync::oneshot::channel::<Decision>();
-    let settle = cap.clone();
-    let totals = moved.clone();
-    tokio::spawn(async move {
-        let _slot = slot;
-        let (up, down) = moved.counters();
-        let mut idled = false;
-        // A stalled upstream body or client upload must not hold the slot forever.
-        tokio::select! {
-            _ = connection => {}
-            _ = watch_idle(idle, up, down) => idled = true,
-            _ = proxy.closing() => {}
-        }
-        let Ok(mut closing) = allowed.await else {
-            return; // refused: its line is already written
-        };
-        if idled {
-            closing.note(&format!("idle for {}s", idle.as_secs()));
-        }
-        let (up, down) = moved.totals();
-        if let Some(cap) = &settle {
-            cap.settle(&proxy, &mut closing, up, moved.capped());
-        }
-        proxy.log.close(&closing, up, down, started.elapsed());
-    });
     line.step("waiting for the upstream's response");
+    // What the request came to, for the task that writes its line.
+    let (tell, told) = tokio::sync::oneshot::channel::<Result<(), Failure>>();
+    tokio::spawn(drive(
+        conn.proxy.clone(),
+        conn.slot.clone(),
+        Driven {
+            line,
+            connection,
+            moved: moved.clone(),
+            cap,
+            idle,
+            started,
+        },
+        told,
+    ));
     let outgoing = outgoing_request(req, &host, port);
     let failure = match tokio::time::timeout(idle, sender.send_request(outgoing)).await {
         Ok(Ok(response)) => {
-            let _ = decided.send(line.write_keeping());
+            let _ = tell.send(Ok(()));
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             return Response::from_parts(parts, Either::Right(body));
@@ -84,26 +76,100 @@ pub async fn forward(
             format!("no response head within {}s", idle.as_secs()),
         )
         .with_error(ProxyError::HttpResponseTimeout),
-        Ok(Err(_)) if totals.capped() => {
-            // Cut while the request body was still going up: refused, and counted.
-            let (up, _) = totals.totals();
-            let what = cap.as_ref().map_or(String::new(), |c| c.what.clone());
-            if let Some(cap) = &cap {
-                cap.settle(&conn.proxy, &mut line, up, false);
-                crate::metrics::upload_limit(&cap.rule);
-            }
-            Failure::new(
-                Reason::UploadLimit,
-                format!("the request body was cut at {what}"),
-            )
-        }
+        // Cut while the request body was still going up.
+        Ok(Err(_)) if moved.capped() => Failure::new(
+            Reason::UploadLimit,
+            "the request body reached the upload cap",
+        ),
         Ok(Err(e)) => Failure::new(
             Reason::UpstreamUnreachable,
             format!("the upstream failed before answering: {e}"),
         )
         .with_error(ProxyError::HttpResponseIncomplete),
     };
-    refuse(line, (failure, None), &state)
+    let reply = refusal(&failure, None, &state);
+    let _ = tell.send(Err(failure));
+    reply
+}
+
+/// What the task driving a forwarded request's upstream connection holds.
+struct Driven {
+    line: PendingLine,
+    connection: hyper::client::conn::http1::Connection<TokioIo<Counted<TcpStream>>, Incoming>,
+    moved: Arc<super::counted::Totals>,
+    cap: Option<UploadCap>,
+    idle: std::time::Duration,
+    started: Instant,
+}
+
+/// Drives the upstream connection and writes the request's line: the decision as soon as
+/// the request's outcome is told (or the client is gone), the close line once the connection
+/// ends. A stalled body or upload can't hold the slot past `idle`.
+async fn drive(
+    proxy: Arc<Proxy>,
+    slot: Arc<super::Slot>,
+    driven: Driven,
+    told: tokio::sync::oneshot::Receiver<Result<(), Failure>>,
+) {
+    let _slot = slot;
+    let Driven {
+        line,
+        connection,
+        moved,
+        cap,
+        idle,
+        started,
+    } = driven;
+    let (up, down) = moved.counters();
+    let mut connection = std::pin::pin!(connection);
+    let mut told = std::pin::pin!(told);
+    let mut ended = false;
+    let mut idled = false;
+    // Until the outcome is known, the connection must be driven for the request to go out.
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut told => break outcome,
+            _ = &mut connection, if !ended => ended = true,
+            _ = watch_idle(idle, up, down), if !idled => idled = true,
+        }
+    };
+    let (mut decided, mut refused) = match outcome {
+        Ok(Ok(())) => (Some(line.write_keeping()), None),
+        outcome => (None, Some((line, outcome.ok().and_then(Result::err)))),
+    };
+    if !ended {
+        tokio::select! {
+            _ = &mut connection => {}
+            _ = watch_idle(idle, up, down) => idled = true,
+            _ = proxy.closing() => {}
+        }
+    }
+    let (up, down) = moved.totals();
+    if let Some(closing) = decided.as_mut() {
+        if idled {
+            closing.note(&format!("idle for {}s", idle.as_secs()));
+        }
+        if let Some(cap) = &cap {
+            cap.settle(closing, up, moved.capped());
+        }
+        proxy.log.close(closing, up, down, started.elapsed());
+    }
+    if let Some((mut line, failure)) = refused.take() {
+        // Refused after bytes may have gone up, or the client left: the one line carries
+        // them, and the caps count them.
+        match failure {
+            Some(failure) => record_failure(&mut line, &failure),
+            None => line.note("the client went away before the upstream answered"),
+        }
+        if let Some(cap) = &cap {
+            cap.settle(&mut line, up, moved.capped());
+        }
+        crate::metrics::bytes(up, down);
+        line.bytes_up = Some(up);
+        line.bytes_down = Some(down);
+        line.duration_ms = Some(started.elapsed().as_millis() as u64);
+        line.write();
+    }
 }
 
 /// A plain-HTTP request that passed its checks: its upstream connection is open and
@@ -157,7 +223,7 @@ async fn plan_forward(
         .await
         .map_err(with_host)?;
     line.upstream = Some(addr);
-    let (counted, moved) = Counted::new(upstream, UploadCap::enforced_limit(cap.as_ref()));
+    let (counted, moved) = Counted::new(upstream, UploadCap::up_limit(cap.as_ref()));
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(counted))
         .await

@@ -117,7 +117,7 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
     line.method = Some(req.method().as_str().to_owned());
     let is_connect = req.method() == Method::CONNECT;
     let authenticated = match conn.arrival.listener {
-        Listener::Explicit => authenticate(&conn, &state, &mut line, req.headers()).await,
+        Listener::Explicit => authenticate(&conn, &state, &mut line, req.headers()),
         // Redirected traffic carries no proxy credentials: its rules use `clients:`.
         _ => Ok(()),
     };
@@ -137,10 +137,10 @@ async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<Body
 }
 
 /// The explicit listener's credentials: a valid principal goes into the line (and so into
-/// the policy's decision); wrong credentials are refused with 407 after the throttle's wait;
-/// missing ones only where `require_principal` says so. Without `principals:` configured,
+/// the policy's decision); wrong credentials are refused with 407, and a client that keeps
+/// failing cools down; missing ones are refused only where `require_principal` says so. Without `principals:` configured,
 /// credentials are ignored.
-async fn authenticate(
+fn authenticate(
     conn: &Conn,
     state: &State,
     line: &mut PendingLine,
@@ -149,6 +149,29 @@ async fn authenticate(
     let principals = &state.config.principals;
     if principals.is_empty() {
         return Ok(());
+    }
+    // A client cooling down after failures is refused before its credentials are read: a
+    // guess made meanwhile learns nothing, and nothing waits while holding a slot. Only
+    // clients that present credentials are held back.
+    let presented = headers.contains_key(header::PROXY_AUTHORIZATION);
+    if let Some(left) = presented
+        .then(|| conn.proxy.auth_failures.cooling(conn.arrival.peer.ip()))
+        .flatten()
+    {
+        // Knocking again while cooling down counts as one more failure: a loop that keeps
+        // trying only lengthens its own wait.
+        crate::metrics::auth_failed();
+        let left = left.max(conn.proxy.auth_failures.failed(conn.arrival.peer.ip()));
+        return Err((
+            Failure::new(
+                Reason::Auth,
+                format!(
+                    "too many failed credential checks from this client: try again in {}ms",
+                    left.as_millis().max(1)
+                ),
+            ),
+            None,
+        ));
     }
     match auth::credentials(headers, principals) {
         Credentials::Valid(name) => {
@@ -165,9 +188,7 @@ async fn authenticate(
         )),
         Credentials::Invalid(why) => {
             crate::metrics::auth_failed();
-            line.step("holding a failed credential check");
-            let wait = conn.proxy.auth_failures.failed(conn.arrival.peer.ip());
-            tokio::time::sleep(wait).await;
+            conn.proxy.auth_failures.failed(conn.arrival.peer.ip());
             Err((Failure::new(Reason::Auth, why), None))
         }
     }

@@ -20,6 +20,7 @@ mod proxy;
 pub mod sni;
 mod splice;
 pub mod tunnel;
+pub mod upload;
 mod zero_copy;
 
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,7 @@ use tokio::net::TcpStream;
 
 pub use crate::request::Arrival;
 pub use proxy::{build_state, Phase, Proxy, State};
+pub use upload::{upload_cap, UpLimit, UploadCap};
 
 use crate::log::{Action, Decision};
 use crate::policy::{ip, Host, Request, TlsRequirement};
@@ -146,113 +148,6 @@ pub fn admit<'s>(
     })
 }
 
-/// The upload cap a connection runs under, where its rule sets one.
-#[derive(Debug, Clone)]
-pub struct UploadCap {
-    /// Client→upstream bytes this connection may send; `None`: only a budget is counted.
-    pub limit: Option<u64>,
-    /// What the limit is, for the close line: `max_bytes_up 4 MiB`.
-    pub what: String,
-    /// Whether reaching it cuts the connection (false under report mode: logged only).
-    pub enforced: bool,
-    pub rule: String,
-    /// The budget the connection's bytes are spent from, and whose it is.
-    pub budget: Option<(String, crate::policy::UploadBudget)>,
-}
-
-/// The cap for an allowed request under its rule's `max_bytes_up` and `upload_budget`. A spent
-/// budget refuses the request (`upload_limit`), or under report mode logs a would-be denial.
-pub fn upload_cap(
-    proxy: &Proxy,
-    line: &mut Decision,
-    admitted: &Admitted,
-) -> Result<Option<UploadCap>, Failure> {
-    let Some(rule) = admitted.rule.filter(|_| line.allowed()) else {
-        return Ok(None);
-    };
-    if rule.max_bytes_up.is_none() && rule.upload_budget.is_none() {
-        return Ok(None);
-    }
-    let mut cap = UploadCap {
-        limit: rule.max_bytes_up,
-        what: rule
-            .max_bytes_up
-            .map(|b| format!("max_bytes_up {}", bytes_text(b)))
-            .unwrap_or_default(),
-        enforced: admitted.enforced,
-        rule: rule.name.clone(),
-        budget: None,
-    };
-    if let Some(budget) = rule.upload_budget {
-        let who = match &line.principal {
-            Some(principal) => principal.clone(),
-            None => line.client.ip().to_canonical().to_string(),
-        };
-        let left = proxy.budgets.left(&rule.name, &who, &budget);
-        let spent = format!(
-            "upload_budget {} per {}s under rule {} for {who}",
-            bytes_text(budget.bytes),
-            budget.per.as_secs(),
-            rule.name
-        );
-        if left.bytes == 0 {
-            crate::metrics::upload_limit(&rule.name);
-            let failure = Failure::new(
-                Reason::UploadLimit,
-                format!(
-                    "{spent} is used up; it frees up in {}s",
-                    left.resets_in.as_secs().max(1)
-                ),
-            );
-            denial(line, admitted.enforced, failure)?;
-        } else if cap.limit.is_none_or(|limit| left.bytes < limit) {
-            cap.limit = Some(left.bytes);
-            cap.what = format!("{spent} ({} left)", bytes_text(left.bytes));
-        }
-        cap.budget = Some((who, budget));
-    }
-    Ok(Some(cap))
-}
-
-impl UploadCap {
-    /// What the splice may move up before it cuts: nothing stops a cap only reported.
-    pub fn enforced_limit(cap: Option<&UploadCap>) -> u64 {
-        cap.filter(|c| c.enforced)
-            .and_then(|c| c.limit)
-            .unwrap_or(u64::MAX)
-    }
-
-    /// Ends a connection's part: spends its bytes from the budget and, if it reached the
-    /// cap, says so in the close line (`upload_limit`, or a would-be cut under report mode).
-    pub fn settle(&self, proxy: &Proxy, line: &mut Decision, up: u64, cut: bool) {
-        if let Some((who, budget)) = &self.budget {
-            proxy.budgets.spend(&self.rule, who, budget, up);
-        }
-        let over = self.limit.is_some_and(|limit| up > limit);
-        if cut {
-            crate::metrics::upload_limit(&self.rule);
-            line.reason = Reason::UploadLimit;
-            line.note(&format!("cut at {}", self.what));
-        } else if over && !self.enforced {
-            line.note(&format!(
-                "report mode: would have been cut at {}",
-                self.what
-            ));
-        }
-    }
-}
-
-/// `4 MiB`, `512 KiB`, `17 B`.
-fn bytes_text(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (unit, size) in UNITS {
-        if bytes >= size && bytes.is_multiple_of(size) {
-            return format!("{} {unit}", bytes / size);
-        }
-    }
-    format!("{bytes} B")
-}
-
 /// The one place a failure becomes a denial or, where the request is only reported, a
 /// would-be denial that goes on (`Ok`). Failures that leave nothing to go on (no address,
 /// nothing answered) are passed with `enforced` true.
@@ -261,7 +156,14 @@ pub fn denial(line: &mut Decision, enforced: bool, failure: Failure) -> Result<(
     line.reason = failure.reason;
     line.enforced = enforced;
     if enforced {
-        line.note(&failure.message);
+        // `refuse` records what `admit` already recorded: say it once.
+        if !line
+            .message
+            .as_deref()
+            .is_some_and(|m| m.ends_with(failure.message.as_str()))
+        {
+            line.note(&failure.message);
+        }
         return Err(failure);
     }
     line.note(&format!("report mode: would deny: {}", failure.message));

@@ -13,6 +13,7 @@ use bytes::{BufMut, BytesMut};
 use tokio::net::TcpStream;
 
 use super::zero_copy::Passed;
+use super::UpLimit;
 
 /// Bytes read at a time. Large enough that a bulk transfer needs few syscalls.
 const CHUNK: usize = 64 * 1024;
@@ -30,39 +31,38 @@ pub struct Moved {
 }
 
 /// Copies `client` ⇄ `upstream` until both directions reach end of stream, an error ends
-/// the tunnel, the tunnel is idle for `idle`, `stop` completes (drain deadline), or the client
-/// would send more than `up_limit` bytes (`u64::MAX`: no cap): not one byte past it is
-/// forwarded.
+/// the tunnel, the tunnel is idle for `idle`, `stop` completes (drain deadline), or `up`
+/// allows the client no more: not one byte past it is read.
 pub async fn splice(
     client: &TcpStream,
     upstream: &TcpStream,
     idle: Duration,
     stop: impl std::future::Future<Output = ()>,
-    up_limit: u64,
+    up: &UpLimit,
 ) -> Moved {
-    let up = AtomicU64::new(0);
-    let down = AtomicU64::new(0);
+    let sent = AtomicU64::new(0);
+    let received = AtomicU64::new(0);
     let mut capped = false;
     let both = async {
         // An error in either direction ends the whole tunnel; a clean end of stream in one
-        // direction leaves the other running (half-close). The cap ends both at once.
+        // direction leaves the other running (half-close). A cap ends both at once.
         let upload = async {
-            match copy(client, upstream, &up, up_limit).await? {
-                Ended::Limit => Err(io::Error::other("upload cap")),
-                Ended::Eof => Ok(()),
+            match copy(client, upstream, &sent, up).await? {
+                Ended::Capped => Err(io::Error::other("upload cap")),
+                _ => Ok(()),
             }
         };
-        let result = tokio::try_join!(upload, copy(upstream, client, &down, u64::MAX));
-        capped = result.is_err() && up_limit != u64::MAX && up.load(Ordering::Relaxed) >= up_limit;
+        let result = tokio::try_join!(upload, copy(upstream, client, &received, &UpLimit::NONE));
+        capped = matches!(&result, Err(e) if e.to_string() == "upload cap");
     };
     let idle_timeout = tokio::select! {
         _ = both => false,
-        _ = watch_idle(idle, &up, &down) => true,
+        _ = watch_idle(idle, &sent, &received) => true,
         _ = stop => false,
     };
     Moved {
-        up: up.load(Ordering::Relaxed),
-        down: down.load(Ordering::Relaxed),
+        up: sent.load(Ordering::Relaxed),
+        down: received.load(Ordering::Relaxed),
         idle_timeout,
         capped,
     }
@@ -72,35 +72,28 @@ pub async fn splice(
 const ZERO_COPY_AFTER: u64 = 1 << 20;
 
 /// One direction, until end of stream (passed on as a write shutdown so the other side sees
-/// the half-close) or until `limit` bytes have been moved (`Ended::Limit`; nothing past it is
-/// read). Small and interactive traffic is copied through a buffer held only while data
-/// flows; past `ZERO_COPY_AFTER` the direction moves to a kernel pipe.
+/// the half-close) or until `up` allows no more. Small and interactive traffic is copied
+/// through a buffer held only while data flows; past `ZERO_COPY_AFTER` the direction moves
+/// to a kernel pipe.
 async fn copy(
     from: &TcpStream,
     to: &TcpStream,
     moved: &AtomicU64,
-    limit: u64,
+    up: &UpLimit,
 ) -> io::Result<Ended> {
     let result = async {
-        let bulk_at = ZERO_COPY_AFTER.min(limit);
-        if buffered(from, to, moved, bulk_at).await? == Ended::Eof {
-            return Ok(Ended::Eof);
+        match buffered(from, to, moved, ZERO_COPY_AFTER, up).await? {
+            Ended::Bulk => {}
+            ended => return Ok(ended),
         }
-        if bulk_at == limit {
-            return Ok(Ended::Limit);
-        }
-        let left = limit - bulk_at;
-        match super::zero_copy::pass(from, to, moved, left).await? {
+        match super::zero_copy::pass(from, to, moved, up).await? {
             Passed::Done => Ok(Ended::Eof),
-            Passed::Limit => Ok(Ended::Limit),
-            Passed::Unsupported => {
-                let sent = moved.load(Ordering::Relaxed);
-                buffered(from, to, moved, limit.saturating_sub(sent)).await
-            }
+            Passed::Capped => Ok(Ended::Capped),
+            Passed::Unsupported => buffered(from, to, moved, u64::MAX, up).await,
         }
     }
     .await;
-    if !matches!(result, Ok(Ended::Limit)) {
+    if !matches!(result, Ok(Ended::Capped)) {
         let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
     }
     result
@@ -109,30 +102,35 @@ async fn copy(
 #[derive(Debug, PartialEq, Eq)]
 enum Ended {
     Eof,
-    /// `limit` bytes were moved; the stream goes on.
-    Limit,
+    /// `switch_at` bytes were moved: the stream goes on, in bulk.
+    Bulk,
+    /// The upload limit allows no more.
+    Capped,
 }
 
-/// Copies through a buffer until end of stream or until `limit` bytes have been moved; it
-/// never reads past `limit`.
+/// Copies through a buffer until end of stream, until `switch_at` bytes have been moved, or
+/// until `up` allows no more; it never reads past what `up` granted.
 async fn buffered(
     from: &TcpStream,
     to: &TcpStream,
     moved: &AtomicU64,
-    limit: u64,
+    switch_at: u64,
+    up: &UpLimit,
 ) -> io::Result<Ended> {
     let mut total = 0u64;
-    if limit == 0 {
-        return Ok(Ended::Limit);
-    }
     loop {
         from.readable().await?;
         // Allocated (not zeroed) per burst and dropped when the socket runs dry.
         let mut buf = BytesMut::with_capacity(CHUNK);
         loop {
             buf.clear();
-            let want = (limit - total).min(CHUNK as u64) as usize;
-            let n = match from.try_read_buf(&mut (&mut buf).limit(want)) {
+            let want = up.grant(moved.load(Ordering::Relaxed), CHUNK);
+            if want == 0 {
+                return Ok(Ended::Capped);
+            }
+            let read = from.try_read_buf(&mut (&mut buf).limit(want));
+            up.unused(want, *read.as_ref().unwrap_or(&0));
+            let n = match read {
                 Ok(0) => return Ok(Ended::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -141,8 +139,8 @@ async fn buffered(
             write_all(to, &buf[..n]).await?;
             moved.fetch_add(n as u64, Ordering::Relaxed);
             total += n as u64;
-            if total >= limit {
-                return Ok(Ended::Limit);
+            if total >= switch_at {
+                return Ok(Ended::Bulk);
             }
         }
     }

@@ -237,29 +237,35 @@ impl Tunnel {
         let mut line = line.write_keeping();
         let _ = client.set_nodelay(true);
         let idle = state.config.timeouts.idle;
-        let limit = UploadCap::enforced_limit(cap.as_ref());
-        let first_len = first.len() as u64;
-        let moved = match limit.checked_sub(first_len) {
-            // A cap smaller than the first bytes (the hello): nothing is forwarded.
-            None => splice::Moved {
+        let up_limit = UploadCap::up_limit(cap.as_ref());
+        // The first bytes (the hello) count against the caps like any others.
+        let first_len = first.len();
+        let granted = up_limit.grant(0, first_len);
+        let moved = if granted < first_len {
+            up_limit.unused(granted, 0);
+            splice::Moved {
                 capped: true,
                 ..splice::Moved::default()
-            },
-            Some(left) => match write_all(&upstream, &first).await {
-                Ok(()) => splice::splice(&client, &upstream, idle, proxy.closing(), left).await,
+            }
+        } else {
+            match write_all(&upstream, &first).await {
+                Ok(()) => {
+                    let rest = up_limit.after(first_len as u64);
+                    splice::splice(&client, &upstream, idle, proxy.closing(), &rest).await
+                }
                 Err(_) => splice::Moved::default(),
-            },
+            }
         };
         if moved.idle_timeout {
             line.note(&format!("idle for {}s", idle.as_secs()));
         }
-        let up = if moved.capped && first_len > limit {
+        let up = if moved.capped && moved.up == 0 && granted < first_len {
             0
         } else {
-            first_len + moved.up
+            first_len as u64 + moved.up
         };
         if let Some(cap) = &cap {
-            cap.settle(&proxy, &mut line, up, moved.capped);
+            cap.settle(&mut line, up, moved.capped);
         }
         proxy.log.close(&line, up, moved.down, started.elapsed());
     }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use super::UpLimit;
 use crate::sys::{splice_fd, splice_unsupported, Pipe};
 
 /// Bytes moved per splice call; also the pipe's capacity, so one call fills it at most.
@@ -22,37 +23,34 @@ pub enum Passed {
     /// This kernel, socket or moment (no descriptors left for a pipe) can't splice; nothing
     /// is held in a pipe, so the caller can go on copying.
     Unsupported,
-    /// `limit` bytes were delivered; nothing past them was read.
-    Limit,
+    /// The upload limit allows no more; nothing past it was read.
+    Capped,
 }
 
-/// Moves `from` → `to` until end of stream or `limit` bytes (`u64::MAX`: none), counting
-/// bytes as they are delivered.
+/// Moves `from` → `to` until end of stream or until `up` allows no more, counting bytes as
+/// they are delivered.
 pub async fn pass(
     from: &TcpStream,
     to: &TcpStream,
     moved: &AtomicU64,
-    limit: u64,
+    up: &UpLimit,
 ) -> io::Result<Passed> {
     let Ok(pipe) = Pipe::new(PIPE_SIZE) else {
         return Ok(Passed::Unsupported);
     };
-    let mut left_to_limit = limit;
     loop {
-        if left_to_limit == 0 {
-            return Ok(Passed::Limit);
-        }
         from.readable().await?;
-        let want = left_to_limit.min(PIPE_SIZE as u64) as usize;
+        let want = up.grant(moved.load(Ordering::Relaxed), PIPE_SIZE);
+        if want == 0 {
+            return Ok(Passed::Capped);
+        }
         let filled = from.try_io(Interest::READABLE, || {
             splice_fd(from.as_raw_fd(), pipe.write.as_raw_fd(), want)
         });
+        up.unused(want, *filled.as_ref().unwrap_or(&0));
         let mut left = match filled {
             Ok(0) => return Ok(Passed::Done),
-            Ok(n) => {
-                left_to_limit -= n as u64;
-                n
-            }
+            Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             // The pipe is empty here, so falling back loses nothing.
             Err(e) if splice_unsupported(&e) => return Ok(Passed::Unsupported),

@@ -306,4 +306,6 @@ fn push_unique(list: &mut Vec<u32>, index: u32) {
 }
 
 #[cfg(test)]
+mod laws;
+#[cfg(test)]
 mod tests;

@@ -78,12 +78,18 @@ impl Observed {
             match v["reason"].as_str() {
                 Some(reason) if POLICY.contains(&reason) => denial(self, &v, reason),
                 Some("sni_mismatch") => self.sni_mismatch += 1,
-                other => {
+                // Only the proxy's own reason words are repeated in the output: anything else
+                // (a newline and YAML, from a log mixed with other sources) is counted unnamed.
+                Some(word) if is_word(word) => {
+                    *self.ignored.entry(word.to_owned()).or_default() += 1
+                }
+                Some(_) => {
                     *self
                         .ignored
-                        .entry(other.unwrap_or("(no reason)").to_owned())
+                        .entry("(not a reason word)".into())
                         .or_default() += 1
                 }
+                None => *self.ignored.entry("(no reason)".into()).or_default() += 1,
             }
         }
     }
@@ -122,9 +128,20 @@ fn denial(seen: &mut Observed, v: &Value, reason: &str) {
         principals: BTreeSet::new(),
     });
     said.lines += 1;
-    let rule = v["rule"].as_str().map(str::to_owned);
+    // Text from a line reaches the output only if it is a plain word: a rule name or
+    // principal from a forged line can't carry a newline and YAML of its own choosing.
+    let rule = v["rule"].as_str().filter(|r| is_word(r)).map(str::to_owned);
     *said.logged.entry((reason.to_owned(), rule)).or_default() += 1;
-    if let Some(principal) = v["principal"].as_str() {
+    if let Some(principal) = v["principal"].as_str().filter(|p| is_word(p)) {
         said.principals.insert(principal.to_owned());
     }
+}
+
+/// A reason word, rule name or principal as the proxy writes them: letters, digits, `._-`.
+fn is_word(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 128
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }

@@ -542,3 +542,22 @@ limits: { max_connections: 10000, max_header_bytes: 16384 }
         (true, Reason::Rule)
     );
 }
+
+/// Found by the `decision_lines` fuzz target: text from a line (a reason, rule or principal)
+/// carrying a newline and YAML must never reach the output, where it would add a rule.
+#[test]
+fn text_from_a_forged_line_never_becomes_yaml() {
+    let forged = [
+        include_str!("../../fuzz/regressions/decision_lines/reason-newline-injects-rule.jsonl"),
+        include_str!("../../fuzz/regressions/decision_lines/reason-control-char-breaks-yaml.jsonl"),
+        r#"{"event":"decision","decision":"deny","reason":"client","rule":"pypi\n  - name: evil\n    hosts: ['*.evil.com']","principal":"x\ny: 1","host":"pypi.org","port":443,"client":"10.0.0.9:1"}"#,
+    ];
+    for text in forged {
+        let (out, merged) = merged(&text.lines().map(str::to_owned).collect::<Vec<_>>());
+        assert!(!out.contains("evil"), "{out}");
+        assert!(
+            merged.policy.rules().iter().all(|r| r.name != "evil"),
+            "{out}"
+        );
+    }
+}
