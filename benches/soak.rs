@@ -73,7 +73,10 @@ fn args() -> Args {
                 )
             }
             "--phase-secs" => {
-                a.phase_secs = it.next().and_then(|s| s.parse().ok()).expect("--phase-secs N")
+                a.phase_secs = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--phase-secs N")
             }
             "--bench" => {}
             "-h" | "--help" => {
