@@ -39,12 +39,18 @@ const MAX_PER_PHASE: u64 = 400_000;
 struct Args {
     secs: f64,
     ci: bool,
+    /// `--phases warm,idle,hostile,...`: a custom sequence (for chasing one drift), each
+    /// `--phase-secs` long. The second phase is the baseline.
+    custom: Option<Vec<String>>,
+    phase_secs: f64,
 }
 
 fn args() -> Args {
     let mut a = Args {
         secs: 20.0 * 60.0,
         ci: false,
+        custom: None,
+        phase_secs: 30.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -56,6 +62,21 @@ fn args() -> Args {
                     .and_then(|m| m.parse::<f64>().ok())
                     .expect("--minutes N")
                     * 60.0
+            }
+            "--phases" => {
+                a.custom = Some(
+                    it.next()
+                        .expect("--phases warm,idle,mix,storm,faults,dns,hostile,limit,...")
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
+            "--phase-secs" => {
+                a.phase_secs = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--phase-secs N")
             }
             "--bench" => {}
             "-h" | "--help" => {
@@ -73,6 +94,8 @@ enum Load {
     /// Every kind once round, and the limit burst: one-time allocations land before the baseline.
     Warm,
     Idle,
+    /// Only the `max_connections` burst.
+    Limit,
     Mix,
     Storm,
     Faults,
@@ -87,6 +110,29 @@ struct Phase {
 }
 
 fn phases(args: &Args) -> Vec<Phase> {
+    if let Some(names) = &args.custom {
+        return names
+            .iter()
+            .map(|n| {
+                let (name, load) = match n.as_str() {
+                    "warm" => ("warm-up (all kinds)", Load::Warm),
+                    "idle" => ("idle", Load::Idle),
+                    "mix" => ("steady mix", Load::Mix),
+                    "storm" => ("reload+SIGHUP storm", Load::Storm),
+                    "faults" => ("upstream faults", Load::Faults),
+                    "dns" => ("DNS faults", Load::Dns),
+                    "hostile" => ("hostile input", Load::Hostile),
+                    "limit" => ("limit burst only", Load::Limit),
+                    other => panic!("unknown phase {other}"),
+                };
+                Phase {
+                    name,
+                    load,
+                    secs: args.phase_secs,
+                }
+            })
+            .collect();
+    }
     let plan: [(&str, Load, f64, f64); 8] = [
         // name, load, share of a long run, seconds in --ci
         ("warm-up (all kinds)", Load::Warm, 0.03, 4.0),
@@ -504,7 +550,7 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         };
         let main_kinds: &'static [Kind] = match phase.load {
             Load::Warm => warm,
-            Load::Idle => &[],
+            Load::Idle | Load::Limit => &[],
             Load::Mix | Load::Storm => load::MIX,
             Load::Faults => load::FAULTS,
             Load::Dns if dns_live => load::DNS_SERVED,
@@ -513,7 +559,7 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         };
         // Phase workers, plus a background of the steady mix in the fault phases.
         let (workers, background) = match phase.load {
-            Load::Idle => (0, 0),
+            Load::Idle | Load::Limit => (0, 0),
             Load::Mix | Load::Storm | Load::Warm => (6, 0),
             _ => (6, 2),
         };
@@ -570,13 +616,18 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             .metrics()
             .map(|m| metric_series(&m, "egress_config_reloads_total"))
             .unwrap_or_default();
-        if phase.load == Load::Idle {
+        if matches!(phase.load, Load::Idle | Load::Limit) {
             tokio::time::sleep_until(deadline).await;
         }
         for t in tasks {
             let _ = t.await;
         }
-        if matches!(phase.load, Load::Hostile | Load::Warm) {
+        let burst = match phase.load {
+            Load::Limit | Load::Warm => true,
+            Load::Hostile => std::env::var_os("SOAK_NO_BURST").is_none(),
+            _ => false,
+        };
+        if burst {
             eprintln!("  limit burst: {MAX_CONNECTIONS} held tunnels + 20 over the limit");
             // Let the other connections finish first, so the held ones fill the cap exactly.
             wait_active(&proxy, 0.0, Duration::from_secs(30)).await;
