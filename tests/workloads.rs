@@ -430,3 +430,93 @@ fn a_forward_that_gets_no_answer_still_spends_the_budget_and_logs_its_bytes() {
         "{head}"
     );
 }
+
+/// pip and skopeo with credentials in the proxy URL: the proxy knows them (a wrong token gets
+/// 407, the right one gets as far as the policy: 403 for a name no rule allows), and the
+/// reason is in what each prints.
+#[test]
+fn pip_and_skopeo_send_credentials_from_the_proxy_url() {
+    let echo = EchoOrigin::start();
+    let proxy = Proxy::start(&principals_config(echo.addr.port(), true));
+    let as_url = |token: &str| format!("http://glue-etl:{token}@{}", proxy.explicit);
+    let pip = |token: &str| {
+        let out = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-cache-dir",
+                "--disable-pip-version-check",
+            ])
+            .args([
+                "--retries",
+                "1",
+                "--timeout",
+                "30",
+                "--dest",
+                "/nonexistent-dir",
+            ])
+            .args([
+                "--index-url",
+                "https://denied.test/simple/",
+                "--proxy",
+                &as_url(token),
+            ])
+            .arg("some-package")
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .env_remove("PIP_INDEX_URL")
+            .env_remove("PIP_FIND_LINKS")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    // Right tokens first: wrong ones put this client (all on 127.0.0.1) in a cool-down.
+    let printed = pip(TOKEN);
+    assert!(
+        printed.contains("403 Forbidden (no_rule: denied.test:443 is not on the allowlist"),
+        "{printed}"
+    );
+    let printed = pip("wrong-token");
+    assert!(
+        printed.contains("407 Proxy Authentication Required (auth:"),
+        "{printed}"
+    );
+    let line = proxy.decision(|v| v["host"] == "denied.test" && v["reason"] == "no_rule");
+    assert_eq!(line["principal"], "glue-etl", "{line}");
+
+    if Command::new("skopeo").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "skopeo is missing in CI: .ci/setup installs it"
+        );
+        eprintln!("SKIPPED: skopeo is not installed");
+        return;
+    }
+    for (token, expected) in [
+        // Go prints the status text without its code. The right token first: pip's wrong
+        // ones above may have this client cooling down, which is a 407 too.
+        (
+            TOKEN,
+            "Forbidden (no_rule: denied.test:443 is not on the allowlist",
+        ),
+        ("wrong-token", "Proxy Authentication Required (auth:"),
+    ] {
+        let out = Command::new("skopeo")
+            .args([
+                "inspect",
+                "--retry-times",
+                "0",
+                "docker://denied.test/library/x:1",
+            ])
+            .env("HTTPS_PROXY", as_url(token))
+            .env_remove("NO_PROXY")
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(printed.contains(expected), "{token}: {printed}");
+    }
+    let line = proxy.decision(|v| {
+        v["host"] == "denied.test" && v["principal"] == "glue-etl" && v["reason"] == "no_rule"
+    });
+    assert_eq!(line["listener"], "explicit");
+}
