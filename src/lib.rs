@@ -21,7 +21,8 @@
 //!   [`metrics`] and [`admin`]: what operators scrape.
 //! - [`reason`]: every outcome's machine word, HTTP status and reply, in one table.
 //! - [`config`]: YAML → checked `Config`, its sources; [`reload`] swaps it while serving.
-//! - [`check`]: the same admit and address steps for one request, without dialling.
+//! - [`check`]: the same admit and address steps for one request, without dialling;
+//!   [`suggest`]: decision lines in, the narrowest config change out (pure).
 //! - [`sys`]: every libc call; [`calendar`]: dates for timestamps and `report_until`.
 
 pub mod admin;
