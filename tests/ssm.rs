@@ -295,7 +295,7 @@ fn run_polls_the_parameter_and_keeps_the_last_good_config() {
     moto.put("/egress/run", &run_config(&listeners, false));
     let env = moto.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let proxy = Proxy::start_with(&["run", "--config", "ssm:/egress/run"], &env);
+    let mut proxy = Proxy::start_with(&["run", "--config", "ssm:/egress/run"], &env);
 
     // Loaded from the parameter: the new name is not allowed yet.
     let (status, line) = connect_newname(&proxy);
@@ -322,12 +322,10 @@ fn run_polls_the_parameter_and_keeps_the_last_good_config() {
     };
     assert_eq!(line["rule"], "newrule", "{line}");
     assert_ne!(line["reason"], "no_rule", "{line}");
-    assert!(
-        proxy
-            .stderr()
-            .contains("config reloaded from ssm:/egress/run"),
-        "{}",
-        proxy.stderr()
+    // Written just after the new state is in force: wait for it, don't peek.
+    proxy.wait_stderr(
+        &["config reloaded from ssm:/egress/run"],
+        Duration::from_secs(30),
     );
     assert_eq!(reload_errors(&proxy), 0.0);
 
@@ -345,11 +343,8 @@ fn run_polls_the_parameter_and_keeps_the_last_good_config() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert!(
-        proxy.stderr().contains("config reload failed"),
-        "{}",
-        proxy.stderr()
-    );
+    // Counted just before it is said on stderr.
+    proxy.wait_stderr(&["config reload failed"], Duration::from_secs(30));
     let (status, line) = connect_newname(&proxy);
     assert_ne!(status, 403, "{line}");
     assert_eq!(line["rule"], "newrule", "{line}");
