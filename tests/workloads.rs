@@ -439,37 +439,7 @@ fn pip_and_skopeo_send_credentials_from_the_proxy_url() {
     let echo = EchoOrigin::start();
     let proxy = Proxy::start(&principals_config(echo.addr.port(), true));
     let as_url = |token: &str| format!("http://glue-etl:{token}@{}", proxy.explicit);
-    let pip = |token: &str| {
-        let out = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-cache-dir",
-                "--disable-pip-version-check",
-            ])
-            .args([
-                "--retries",
-                "1",
-                "--timeout",
-                "30",
-                "--dest",
-                "/nonexistent-dir",
-            ])
-            .args([
-                "--index-url",
-                "https://denied.test/simple/",
-                "--proxy",
-                &as_url(token),
-            ])
-            .arg("some-package")
-            .env("PIP_CONFIG_FILE", "/dev/null")
-            .env_remove("PIP_INDEX_URL")
-            .env_remove("PIP_FIND_LINKS")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-    };
+    let pip = |token: &str| pip_through(&as_url(token)).1;
     // Right tokens first: wrong ones put this client (all on 127.0.0.1) in a cool-down.
     let printed = pip(TOKEN);
     assert!(

@@ -742,3 +742,36 @@ pub fn tls_alert(description: u8) -> Vec<u8> {
 pub const ALERT_ACCESS_DENIED: u8 = 49;
 pub const ALERT_ILLEGAL_PARAMETER: u8 = 47;
 pub const ALERT_UNRECOGNIZED_NAME: u8 = 112;
+
+/// `pip download` of one package from `https://denied.test/simple/` through `proxy_url`:
+/// only the proxy (on loopback) is contacted. Returns whether pip succeeded and what it
+/// printed; pip prints the proxy's answer when it retries, hence one retry.
+pub fn pip_through(proxy_url: &str) -> (bool, String) {
+    let dest = tempfile::tempdir().unwrap();
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+        ])
+        .args(["--retries", "1", "--timeout", "30", "--dest"])
+        .arg(dest.path())
+        .args([
+            "--index-url",
+            "https://denied.test/simple/",
+            "--proxy",
+            proxy_url,
+        ])
+        .arg("some-package")
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env_remove("PIP_INDEX_URL")
+        .env_remove("PIP_EXTRA_INDEX_URL")
+        .env_remove("PIP_FIND_LINKS")
+        .output()
+        .unwrap();
+    let printed =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), printed)
+}
