@@ -13,7 +13,7 @@
 //!   [`conn::plain`], [`conn::sni`]), over the shared steps in `conn`: admit (policy and
 //!   report mode, decided once), resolve and check addresses, dial; then [`conn::forward`]
 //!   or [`conn::tunnel`] to the end.
-//! - [`request`]: what was asked; [`wire`]: reading it (authorities, the TLS ClientHello; pure).
+//! - [`request`]: what was asked; [`wire`]: reading it (authorities, request targets, the TLS ClientHello; pure).
 //! - [`policy`]: host names, patterns, the rule index and `decide`; the upstream address
 //!   deny table (pure).
 //! - [`resolve`]: static overrides, then DNS.

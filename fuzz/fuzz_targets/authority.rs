@@ -1,7 +1,7 @@
 //! Fuzz the CONNECT target as `conn::explicit` reads it: hyper's `Uri` (authority-form only),
 //! then `split_authority` and `parse_host`. Never panics; `split_authority` only ever cuts the
 //! text it was given; an accepted target reads the same to the `http` crate (host and port);
-//! and the target written back as the proxy writes it (`host:port`, IPv6 in brackets) reads
+//! and the target written back as the proxy writes it (`wire::target::host_header`) reads
 //! back as the same target, so what is logged and dialled is what was judged.
 #![no_main]
 
@@ -9,16 +9,9 @@ use std::net::IpAddr;
 
 use egress_proxy::policy::host::{parse_host, Host};
 use egress_proxy::wire::authority::split_authority;
+use egress_proxy::wire::target::{host_header, parse_target};
 use http::Uri;
 use libfuzzer_sys::fuzz_target;
-
-/// `host:port` as the proxy writes a decided target (conn::forward's upstream `Host`).
-fn render(host: &Host, port: u16) -> String {
-    match host {
-        Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
-        host => format!("{host}:{port}"),
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -61,8 +54,9 @@ fuzz_target!(|data: &[u8]| {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'));
         assert!(name.parse::<IpAddr>().is_err());
     }
-    let again = render(&host, port);
-    let (host_again, port_again) = split_authority(&again).expect("rendered target splits");
-    assert_eq!(port_again, Some(port), "{again}");
-    assert_eq!(parse_host(host_again), Ok(host), "{again}");
+    // Written back as the proxy writes a decided target (`wire::target::host_header`).
+    let again = host_header(&host, port);
+    let (host_again, port_again) = parse_target(&again).expect("a written target parses");
+    assert_eq!(port_again.unwrap_or(80), port, "{again}");
+    assert_eq!(host_again, host, "{again}");
 });

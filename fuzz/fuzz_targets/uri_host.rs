@@ -1,94 +1,48 @@
-//! Fuzz absolute-form URI / `Host` consistency (`conn::http::request_target`): input is a
-//! request-target, a newline, then a `Host` value. The check itself takes a `Conn`, so its
-//! pure part is mirrored in [`consistent`] from the same pieces (`split_authority`,
-//! `parse_host`, `http::Uri`). Asserted: a URI and a Host that both parse are accepted
-//! together only if they name the same (host, port) also as the `http` crate reads the URI
-//! and as their canonical text; a pair that names one target is never refused; and the
-//! `Host` the proxy sends upstream for the decided target is accepted with the same URI and
-//! names the same target, so the upstream is asked for what the policy judged.
+//! Fuzz absolute-form URI / `Host` consistency: `wire::target::named_target`, the code
+//! `conn::http::request_target` runs before the listener's own step. Input: a request-target,
+//! then one `Host` header value per following line. Asserted: a request with more than one
+//! `Host` is refused; a URI and a `Host` that both parse are accepted together exactly when
+//! they name the same (host, port), also as the `http` crate reads the URI; and the `Host`
+//! the proxy writes upstream for the decided target is accepted with the same URI and names
+//! the same target, so the upstream is asked for what the policy judged.
 #![no_main]
 
-use std::net::IpAddr;
-
-use egress_proxy::policy::host::{parse_host, Host};
-use egress_proxy::wire::authority::split_authority;
+use egress_proxy::policy::host::parse_host;
+use egress_proxy::wire::target::{host_header, named_target, parse_target};
 use http::{HeaderValue, Uri};
 use libfuzzer_sys::fuzz_target;
 
-/// `conn::http::parse_target`.
-fn parse_target(text: &str) -> Option<(Host, Option<u16>)> {
-    let (host, port) = split_authority(text).ok()?;
-    Some((parse_host(host).ok()?, port))
-}
-
-/// The target `request_target` settles on before the listener's own step, or `None` if it
-/// refuses the request: same order and the same comparison as there.
-fn consistent(uri: &Uri, host_header: Option<&str>) -> Option<Option<(Host, u16)>> {
-    let from_header = match host_header {
-        Some(text) => Some(parse_target(text)?),
-        None => None,
-    };
-    let from_uri = match uri.authority() {
-        Some(authority) => {
-            if uri.scheme_str() != Some("http") {
-                return None;
-            }
-            let (host, port) = parse_target(authority.as_str())?;
-            Some((host, port.unwrap_or(80)))
-        }
-        None => None,
-    };
-    if let (Some((uri_host, uri_port)), Some((header_host, header_port))) =
-        (&from_uri, &from_header)
-    {
-        if header_host != uri_host || header_port.unwrap_or(80) != *uri_port {
-            return None;
-        }
-    }
-    Some(from_uri.or(from_header.map(|(h, p)| (h, p.unwrap_or(80)))))
-}
-
-/// The upstream `Host` value `conn::forward::outgoing_request` writes.
-fn outgoing_host(host: &Host, port: u16) -> String {
-    match (host, port) {
-        (Host::Ip(IpAddr::V6(ip)), 80) => format!("[{ip}]"),
-        (Host::Ip(IpAddr::V6(ip)), port) => format!("[{ip}]:{port}"),
-        (host, 80) => host.to_string(),
-        (host, port) => format!("{host}:{port}"),
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
-    let (target, host) = match data.iter().position(|&b| b == b'\n') {
-        Some(at) => (&data[..at], Some(&data[at + 1..])),
-        None => (data, None),
-    };
-    let Ok(uri) = Uri::try_from(target) else {
+    let mut lines = data.split(|&b| b == b'\n');
+    let Ok(uri) = Uri::try_from(lines.next().unwrap_or_default()) else {
         return;
     };
     // httparse trims the value's surrounding whitespace; hyper hands over a `HeaderValue`.
-    let host = match host.map(|b| b.trim_ascii()).map(HeaderValue::from_bytes) {
-        None => None,
-        Some(Ok(value)) => match value.to_str() {
-            Ok(text) => Some(text.to_owned()),
-            Err(_) => return,
-        },
-        Some(Err(_)) => return,
+    let Ok(hosts) = lines
+        .map(|line| HeaderValue::from_bytes(line.trim_ascii()))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return;
     };
-    let verdict = consistent(&uri, host.as_deref());
+    let verdict = named_target(&uri, &hosts);
+    if hosts.len() > 1 {
+        assert!(verdict.is_err(), "{uri} with {} Host headers", hosts.len());
+        return;
+    }
+    let host = hosts.first().map(|h| h.to_str());
     let uri_side = uri
         .authority()
         .filter(|_| uri.scheme_str() == Some("http"))
-        .and_then(|a| parse_target(a.as_str()))
+        .and_then(|a| parse_target(a.as_str()).ok())
         .map(|(h, p)| (h, p.unwrap_or(80)));
-    let header_side = host
-        .as_deref()
-        .and_then(parse_target)
-        .map(|(h, p)| (h, p.unwrap_or(80)));
+    let header_side = match host {
+        Some(Ok(text)) => parse_target(text).ok().map(|(h, p)| (h, p.unwrap_or(80))),
+        _ => None,
+    };
     if let (Some(from_uri), Some(from_header)) = (&uri_side, &header_side) {
         let same =
-            outgoing_host(&from_uri.0, from_uri.1) == outgoing_host(&from_header.0, from_header.1);
-        assert_eq!(verdict.is_some(), same, "{uri} vs {host:?}");
+            host_header(&from_uri.0, from_uri.1) == host_header(&from_header.0, from_header.1);
+        assert_eq!(verdict.is_ok(), same, "{uri} vs {host:?}");
         if same {
             // The http crate's own reading of the URI names the header's target too.
             let authority = uri.authority().expect("an absolute URI has an authority");
@@ -96,14 +50,21 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(authority.port_u16().unwrap_or(80), from_header.1);
         }
     }
-    let Some(Some((decided, port))) = verdict else {
+    let Ok(named) = verdict else {
         return;
     };
-    let upstream = outgoing_host(&decided, port);
-    assert!(HeaderValue::from_str(&upstream).is_ok(), "{upstream}");
-    assert_eq!(
-        consistent(&uri, Some(&upstream)),
-        Some(Some((decided.clone(), port))),
-        "upstream Host {upstream} for {uri} vs {host:?}"
-    );
+    // What the explicit listener decides: the URI's target; a transparent one: either.
+    let Some((decided, port)) = named
+        .uri
+        .clone()
+        .or(named.header.clone().map(|(h, p)| (h, p.unwrap_or(80))))
+    else {
+        return;
+    };
+    let upstream = host_header(&decided, port);
+    let upstream_value = HeaderValue::from_str(&upstream).expect("a valid header value");
+    let again = named_target(&uri, [&upstream_value])
+        .unwrap_or_else(|e| panic!("upstream Host {upstream} for {uri} vs {host:?}: {e}"));
+    let (host_again, port_again) = again.header.expect("the Host just written");
+    assert_eq!((host_again, port_again.unwrap_or(80)), (decided, port));
 });

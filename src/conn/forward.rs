@@ -255,12 +255,7 @@ fn outgoing_request(req: Request<Incoming>, host: &Host, port: u16) -> Request<I
     parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
     parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    let authority = match (host, port) {
-        (Host::Ip(std::net::IpAddr::V6(ip)), 80) => format!("[{ip}]"),
-        (Host::Ip(std::net::IpAddr::V6(ip)), port) => format!("[{ip}]:{port}"),
-        (host, 80) => host.to_string(),
-        (host, port) => format!("{host}:{port}"),
-    };
+    let authority = crate::wire::target::host_header(host, port);
     if let Ok(value) = HeaderValue::from_str(&authority) {
         parts.headers.insert(header::HOST, value);
     }

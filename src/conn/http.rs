@@ -22,9 +22,9 @@ use tokio::net::TcpStream;
 use super::auth::{self, Credentials};
 use super::{explicit, forward, plain, record_failure, Arrival, Failure, Proxy, Slot, State};
 use crate::log::{Listener, PendingLine};
-use crate::policy::{host, Host};
+use crate::policy::Host;
 use crate::reason::Reason;
-use crate::wire::authority::split_authority;
+use crate::wire::target;
 
 pub type Body = Either<Full<Bytes>, Incoming>;
 
@@ -210,48 +210,11 @@ pub fn refuse(mut line: PendingLine, (failure, host): Refused, state: &State) ->
 
 /// The host and port a plain-HTTP request is for, after the consistency checks.
 pub fn request_target(conn: &Conn, uri: &Uri, headers: &HeaderMap) -> Result<(Host, u16), Refused> {
-    let host_header = match headers.get_all(header::HOST).iter().collect::<Vec<_>>()[..] {
-        [] => None,
-        [one] => Some(
-            one.to_str()
-                .map_err(|_| bad_request("Host header is not ASCII"))?,
-        ),
-        _ => return Err(bad_request("more than one Host header")),
-    };
-    let from_header = host_header.map(parse_target).transpose()?;
-    // An absolute-form URI names the target on either listener; `Host` must agree with it.
-    let from_uri = match uri.authority() {
-        Some(authority) => {
-            if uri.scheme_str() != Some("http") {
-                return Err(bad_request(
-                    "only http:// URIs are proxied; use CONNECT for https",
-                ));
-            }
-            let (host, port) = parse_target(authority.as_str())?;
-            Some((host, port.unwrap_or(80)))
-        }
-        None => None,
-    };
-    if let (Some((uri_host, uri_port)), Some((header_host, header_port))) =
-        (&from_uri, &from_header)
-    {
-        if header_host != uri_host || header_port.unwrap_or(80) != *uri_port {
-            return Err(bad_request(
-                "the Host header names another host than the URI",
-            ));
-        }
-    }
+    let named = target::named_target(uri, headers.get_all(header::HOST)).map_err(bad_request)?;
     match conn.arrival.listener {
-        Listener::Explicit => explicit::target(from_uri),
-        _ => plain::target(&conn.arrival, from_uri, from_header),
+        Listener::Explicit => explicit::target(named.uri),
+        _ => plain::target(&conn.arrival, named.uri, named.header),
     }
-}
-
-pub fn parse_target(text: &str) -> Result<(Host, Option<u16>), Refused> {
-    let (host_text, port) = split_authority(text).map_err(bad_request)?;
-    let host = host::parse_host(host_text)
-        .map_err(|e| bad_request(format!("bad host '{host_text}': {e}")))?;
-    Ok((host, port))
 }
 
 /// The reply for a refused request: the one [`crate::reason::Reply`] every refusal gets,
