@@ -314,6 +314,8 @@ struct Row {
     mismatches: u64,
     reasons: BTreeMap<String, u64>,
     rss: u64,
+    /// RssAnon: the part of `rss` the checks hold to the baseline.
+    anon: u64,
     fds: u64,
     /// Of `fds`, the resolver's TCP connections to the harness's DNS server.
     dns_fds: u64,
@@ -324,6 +326,22 @@ struct Row {
     active_zero: bool,
     notes: Vec<String>,
 }
+
+/// Memory and fds after the baseline phase.
+#[derive(Default)]
+struct Baseline {
+    rss: u64,
+    anon: u64,
+    fds: u64,
+}
+
+/// `now` against `then`, in percent.
+fn pct(now: u64, then: u64) -> f64 {
+    100.0 * (now as f64 - then as f64) / then as f64
+}
+
+/// The report table's width.
+const RULE: usize = 123;
 
 struct Reconciled {
     mismatches: Vec<String>,
@@ -526,7 +544,7 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
     let proxy = Arc::new(std::sync::Mutex::new(proxy));
     let plan = phases(args);
     let mut rows: Vec<Row> = Vec::new();
-    let mut baseline: Option<(u64, u64)> = None;
+    let mut baseline: Option<Baseline> = None;
     let mut by_kind: BTreeMap<Kind, (u64, u64)> = BTreeMap::new();
     let mut all_mismatches: Vec<String> = Vec::new();
     let mut serial = 1u64;
@@ -683,11 +701,13 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The proxy hands freed memory back to the kernel once a period: RSS is read after one.
+        tokio::time::sleep(egress_proxy::sys::RELEASE_MEMORY_EVERY + Duration::from_secs(1)).await;
         row.secs = t0.elapsed().as_secs_f64();
         {
             let pr = proxy.lock().unwrap();
-            row.rss = pr.rss_kib();
+            row.rss = pr.status_kib("VmRSS");
+            row.anon = pr.status_kib("RssAnon");
             row.fds = pr.fds();
             row.dns_fds = pr.fds_to_port(dns.addr.port());
             row.threads = pr.threads();
@@ -725,22 +745,29 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             }
         }
         if i == 1 {
-            baseline = Some((row.rss, row.fds - row.dns_fds));
+            baseline = Some(Baseline {
+                rss: row.rss,
+                anon: row.anon,
+                fds: row.fds - row.dns_fds,
+            });
         }
-        if let Some((rss0, fd0)) = baseline {
+        if let Some(base) = &baseline {
             if i > 1 {
-                let rss_pct = 100.0 * (row.rss as f64 - rss0 as f64) / rss0 as f64;
-                let fd_allow = (fd0 as f64 * 0.05).floor() as u64;
-                if rss_pct > 5.0 {
+                // Held to the baseline: anonymous memory (heap, stacks). The code pages of the
+                // binary (RssFile) come in as paths run for the first time, and go when the
+                // kernel reclaims them: not the proxy's to hold, shown but not checked.
+                let anon_pct = pct(row.anon, base.anon);
+                let fd_allow = (base.fds as f64 * 0.05).floor() as u64;
+                if anon_pct > 5.0 {
                     failures.push(format!(
-                        "{}: RSS {} KiB, {rss_pct:+.1}% over the baseline {rss0} KiB",
-                        phase.name, row.rss
+                        "{}: anonymous RSS {} KiB, {anon_pct:+.1}% over the baseline {} KiB",
+                        phase.name, row.anon, base.anon
                     ));
                 }
-                if row.fds - row.dns_fds > fd0 + fd_allow {
+                if row.fds - row.dns_fds > base.fds + fd_allow {
                     failures.push(format!(
-                        "{}: {} fds ({} of them to the DNS server), baseline {fd0}",
-                        phase.name, row.fds, row.dns_fds
+                        "{}: {} fds ({} of them to the DNS server), baseline {}",
+                        phase.name, row.fds, row.dns_fds, base.fds
                     ));
                 }
             }
@@ -764,8 +791,8 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             ));
         }
         eprintln!(
-            "  done in {:.0}s: {} requests, {} decision + {} close lines, {} mismatches, RSS {} KiB, {} fds",
-            row.secs, row.requests, row.decisions, row.closes, row.mismatches, row.rss, row.fds
+            "  done in {:.0}s: {} requests, {} decision + {} close lines, {} mismatches, RSS {} KiB ({} anon), {} fds",
+            row.secs, row.requests, row.decisions, row.closes, row.mismatches, row.rss, row.anon, row.fds
         );
         rows.push(row);
         if !proxy.lock().unwrap().alive() {
@@ -812,6 +839,15 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         let err = pr.err.lock().unwrap();
         row.panics = err.panics.len();
         let tail: Vec<String> = err.tail.iter().cloned().collect();
+        let mut releases = err.releases_us.clone();
+        releases.sort_unstable();
+        if let Some(max) = releases.last() {
+            row.notes.push(format!(
+                "memory releases: {}, median {} µs, max {max} µs",
+                releases.len(),
+                releases[releases.len() / 2]
+            ));
+        }
         let stats = (
             err.lines,
             err.errors,
@@ -859,7 +895,7 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
     origins.stop();
 
     // The report.
-    let (rss0, fd0) = baseline.unwrap_or((0, 0));
+    let base = baseline.unwrap_or_default();
     println!();
     println!(
         "egress-proxy soak: {:.1} min planned{}, {} requests",
@@ -868,7 +904,7 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         ctx.made()
     );
     println!(
-        "{:<22} {:>6} {:>8} {:>9} {:>8} {:>6} {:>16} {:>9} {:>6} {:>7}",
+        "{:<22} {:>6} {:>8} {:>9} {:>8} {:>6} {:>16} {:>16} {:>9} {:>4} {:>6}",
         "phase",
         "secs",
         "requests",
@@ -876,35 +912,39 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         "closes",
         "mism.",
         "RSS KiB (Δ%)",
+        "anon KiB (Δ%)",
         "fds (Δ)",
         "thr",
         "panics"
     );
-    println!("{}", "-".repeat(106));
+    println!("{}", "-".repeat(RULE));
     for (i, r) in rows.iter().enumerate() {
-        let rss = if i >= 1 && rss0 > 0 {
-            format!(
-                "{} ({:+.1}%)",
-                r.rss,
-                100.0 * (r.rss as f64 - rss0 as f64) / rss0 as f64
-            )
-        } else {
-            format!("{}", r.rss)
+        let against = |now: u64, then: u64| {
+            if i >= 1 && then > 0 {
+                format!("{now} ({:+.1}%)", pct(now, then))
+            } else {
+                format!("{now}")
+            }
         };
         let fds = if i >= 1 {
-            format!("{} ({:+})", r.fds, (r.fds - r.dns_fds) as i64 - fd0 as i64)
+            format!(
+                "{} ({:+})",
+                r.fds,
+                (r.fds - r.dns_fds) as i64 - base.fds as i64
+            )
         } else {
             format!("{}", r.fds)
         };
         println!(
-            "{:<22} {:>6.0} {:>8} {:>9} {:>8} {:>6} {:>16} {:>9} {:>6} {:>7}",
+            "{:<22} {:>6.0} {:>8} {:>9} {:>8} {:>6} {:>16} {:>16} {:>9} {:>4} {:>6}",
             r.name,
             r.secs,
             r.requests,
             r.decisions,
             r.closes,
             r.mismatches,
-            rss,
+            against(r.rss, base.rss),
+            against(r.anon, base.anon),
             fds,
             r.threads,
             r.panics
@@ -932,7 +972,7 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             println!("{:<22} {n}", "");
         }
     }
-    println!("{}", "-".repeat(106));
+    println!("{}", "-".repeat(RULE));
     println!(
         "{:<22} {:>6} {:>8} {:>9} {:>8} {:>6}",
         final_row.name,
@@ -942,6 +982,9 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         final_row.closes,
         final_row.mismatches
     );
+    for n in &final_row.notes {
+        println!("{:<22} {n}", "");
+    }
     println!(
         "exit after SIGTERM: {}; stderr: {} lines, {} ERROR, {} WARN, {} reloads ok / {} failed logged, {} panics",
         status.map_or("none (hung)".to_owned(), |s| s.to_string()),

@@ -93,6 +93,7 @@ pub async fn run(
     crate::metrics::config_in_force(config.policy.rules().iter().map(|r| r.name.as_str()));
     let proxy = Arc::new(Proxy::new(build_state(config), log));
     let slots = Arc::new(Semaphore::new(max_connections));
+    crate::sys::release_free_memory_periodically();
 
     let mut accepting = Vec::new();
     for (listener, socket) in [

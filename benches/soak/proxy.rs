@@ -47,6 +47,8 @@ pub struct ErrText {
     pub warnings: u64,
     pub reload_ok: u64,
     pub reload_failed: u64,
+    /// How long each memory release took (µs), when `SOAK_PROXY_LOG` shows them.
+    pub releases_us: Vec<u64>,
     /// The first lines (listening addresses and early problems) and the most recent ones.
     pub head: String,
     pub tail: std::collections::VecDeque<String>,
@@ -126,6 +128,16 @@ fn ingest(log: &mut Log, line: &str) {
     }
 }
 
+/// The proxy's stderr filter; `SOAK_PROXY_LOG` adds directives (`egress_proxy::sys=debug`
+/// shows each memory release and how long it took).
+fn proxy_log() -> String {
+    let base = "warn,egress_proxy::serve=info,egress_proxy::reload=info";
+    match std::env::var("SOAK_PROXY_LOG") {
+        Ok(extra) if !extra.is_empty() => format!("{base},{extra}"),
+        _ => base.to_owned(),
+    }
+}
+
 impl Proxy {
     pub fn start(bin: &Path, yaml: &str) -> Result<Proxy, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -134,10 +146,7 @@ impl Proxy {
         let mut child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&config_path)
-            .env(
-                "EGRESS_PROXY_LOG",
-                "warn,egress_proxy::serve=info,egress_proxy::reload=info",
-            )
+            .env("EGRESS_PROXY_LOG", proxy_log())
             .env_remove("EGRESS_PROXY_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -187,6 +196,11 @@ impl Proxy {
                 }
                 if line.contains("config reload failed") {
                     e.reload_failed += 1;
+                }
+                if let Some(us) = line.split("micros=").nth(1) {
+                    if let Ok(us) = us.trim().parse() {
+                        e.releases_us.push(us);
+                    }
                 }
                 if e.head.len() < 16 * 1024 {
                     e.head.push_str(&line);
@@ -267,11 +281,13 @@ impl Proxy {
         Some(body)
     }
 
-    pub fn rss_kib(&self) -> u64 {
+    /// A `/proc/PID/status` field in KiB: `VmRSS`, or `RssAnon` (heap and stacks, where a
+    /// leak would show; `RssFile`, the binary's code paged in, is the rest of VmRSS).
+    pub fn status_kib(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .unwrap_or_default()
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     }
