@@ -86,6 +86,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The blocking pool only reads and parses configs (and flushes the log at exit). The
+        // 2 s file poll wakes a different idle thread each time, so none ever idles out: a
+        // reload storm's peak of threads, each with its own malloc arena, would stay for good.
+        .max_blocking_threads(2)
         .build()
     {
         Ok(runtime) => runtime,
