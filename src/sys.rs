@@ -177,7 +177,7 @@ pub const RELEASE_MEMORY_EVERY: std::time::Duration = std::time::Duration::from_
 /// [`RELEASE_MEMORY_EVERY`]. glibc keeps what a burst freed for reuse (in every thread's
 /// arena), so without this RSS stays at the burst's level for good (a trim handed back
 /// 1.5 MiB of 12.5 after the soak's hostile phase). It runs on its own thread: the walk
-/// (median 1 ms, longest 9 ms over a 20-minute soak on a loaded 2-core machine) holds each
+/// (median 1-3 ms, longest 13 ms over two 20-minute soaks on a loaded 2-core machine) holds each
 /// arena's lock in turn, so an allocation may wait that long, but no runtime worker is
 /// stalled by the walk itself. A no-op where the allocator is not glibc's.
 pub fn release_free_memory_periodically() {

@@ -69,26 +69,9 @@ impl Net {
             run(&["ip", "addr", "add", "10.231.9.1/24", "dev", "sk0"])?;
             run(&["ip", "link", "set", "sk0", "up"])?;
             run(&["ip", "route", "add", "169.254.0.0/16", "dev", "sk0"])?;
-            run(&[
-                "ip",
-                "-n",
-                &far,
-                "addr",
-                "add",
-                "10.231.9.9/24",
-                "dev",
-                "sk1",
-            ])?;
-            run(&[
-                "ip",
-                "-n",
-                &far,
-                "addr",
-                "add",
-                "169.254.169.254/32",
-                "dev",
-                "sk1",
-            ])?;
+            for addr in ["10.231.9.9/24", "169.254.169.254/32"] {
+                run(&["ip", "-n", &far, "addr", "add", addr, "dev", "sk1"])?;
+            }
             run(&["ip", "-n", &far, "link", "set", "sk1", "up"])?;
             run(&["ip", "-n", &far, "link", "set", "lo", "up"])?;
             run(&["ip", "-n", &far, "route", "add", "default", "dev", "sk1"])?;
