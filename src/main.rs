@@ -86,9 +86,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // The blocking pool only reads and parses configs (and flushes the log at exit). The
-        // 2 s file poll wakes a different idle thread each time, so none ever idles out: a
-        // reload storm's peak of threads, each with its own malloc arena, would stay for good.
+        // Configs are read and parsed on their own thread (`config::worker`); the blocking
+        // pool only flushes the log at exit. A cap keeps anything that strays onto it from
+        // leaving a burst's peak of threads, each with its own malloc arena.
         .max_blocking_threads(2)
         .build()
     {

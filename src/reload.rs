@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::source::{LoadError, Loaded, Source};
+use crate::config::source::{Loaded, Source};
 use crate::config::Listeners;
 use crate::conn::{build_state, Proxy};
 use crate::metrics;
@@ -80,18 +80,9 @@ pub async fn watch(proxy: Arc<Proxy>, watched: Watched) {
             }
         }
         last_text = Some(text.clone());
-        let parsed = tokio::task::spawn_blocking(move || {
-            let config = crate::config::Config::from_yaml(&text);
-            config.map(|config| Loaded { text, config })
-        })
-        .await;
-        match parsed {
-            Ok(Ok(loaded)) => apply(&proxy, &source, loaded, &configured, &bound),
-            Ok(Err(problems)) => fail(
-                &source,
-                &LoadError::Invalid(problems).to_string().replace('\n', "; "),
-            ),
-            Err(e) => fail(&source, &format!("parsing the config failed: {e}")),
+        match crate::config::source::parse(text).await {
+            Ok(loaded) => apply(&proxy, &source, loaded, &configured, &bound),
+            Err(e) => fail(&source, &e.to_string().replace('\n', "; ")),
         }
     }
 }

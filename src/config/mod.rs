@@ -13,6 +13,7 @@ pub mod source;
 pub mod ssm;
 mod units;
 mod warn;
+pub mod worker;
 
 pub use resolver::{DnsCache, ResolverSettings};
 pub use rules::MAX_DENY_HELP;

@@ -22,9 +22,14 @@ impl Source {
     /// The config text, read now.
     pub async fn read(&self) -> Result<String, String> {
         match self {
-            Source::File(path) => read_file(path)
+            Source::File(path) => {
+                let path = path.clone();
+                super::worker::run(move || {
+                    read_file(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+                })
                 .await
-                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+                .map_err(|e| format!("reading the config failed: {e}"))?
+            }
             Source::Ssm(name) => read_ssm(name).await,
         }
     }
@@ -40,11 +45,12 @@ impl fmt::Display for Source {
 }
 
 /// The file's text, read no further than one byte past the size limit: a huge file is
-/// refused for its size without being held in memory whole.
-async fn read_file(path: &std::path::Path) -> std::io::Result<String> {
-    use tokio::io::AsyncReadExt;
-    let file = tokio::fs::File::open(path).await?;
-    let size = file.metadata().await?.len();
+/// refused for its size without being held in memory whole. Blocking: runs on the config
+/// thread.
+fn read_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
     if size > super::bounds::MAX_CONFIG_BYTES as u64 {
         return Err(std::io::Error::other(format!(
             "it is {:.1} MiB; a config may be at most {} MiB",
@@ -54,7 +60,7 @@ async fn read_file(path: &std::path::Path) -> std::io::Result<String> {
     }
     let mut text = String::new();
     let limit = super::bounds::MAX_CONFIG_BYTES as u64 + 1;
-    file.take(limit).read_to_string(&mut text).await?;
+    file.take(limit).read_to_string(&mut text)?;
     Ok(text)
 }
 
@@ -94,17 +100,20 @@ impl fmt::Display for LoadError {
 }
 
 impl Source {
-    /// Reads and checks the config. Parsing runs on a blocking thread: a hostile or huge
-    /// config must not hold up a thread that serves connections.
+    /// Reads and checks the config.
     pub async fn load(&self) -> Result<Loaded, LoadError> {
         let text = self.read().await.map_err(LoadError::Read)?;
-        let (text, parsed) = tokio::task::spawn_blocking(move || {
-            let parsed = super::Config::from_yaml(&text);
-            (text, parsed)
-        })
-        .await
-        .map_err(|e| LoadError::Read(format!("parsing the config failed: {e}")))?;
-        let config = parsed.map_err(LoadError::Invalid)?;
-        Ok(Loaded { text, config })
+        parse(text).await
     }
+}
+
+/// Checks config text on the config thread: a hostile or huge config must not hold up a
+/// thread that serves connections.
+pub async fn parse(text: String) -> Result<Loaded, LoadError> {
+    let parsed = super::worker::run(move || {
+        super::Config::from_yaml(&text).map(|config| Loaded { text, config })
+    })
+    .await
+    .map_err(|e| LoadError::Read(format!("parsing the config failed: {e}")))?;
+    parsed.map_err(LoadError::Invalid)
 }
