@@ -68,7 +68,7 @@ pub async fn check(config: Config, query: Query<'_>) -> Outcome {
         target,
         default_port,
     } = query;
-    let state = build_state(config);
+    let state = build_state(config, None);
     let mut line = Decision::new(Listener::Explicit, client);
     // The verdict is the exit status: a would-be denial (report mode) is a denial to `check`.
     let outcome = |line: Decision, addresses| Outcome {

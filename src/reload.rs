@@ -124,7 +124,7 @@ fn apply(
     config.listeners = bound.clone();
     let rules = config.policy.rules().len();
     metrics::config_in_force(config.policy.rules().iter().map(|r| r.name.as_str()));
-    proxy.replace_state(build_state(config));
+    proxy.replace_state(build_state(config, Some(&proxy.state())));
     metrics::config_reloaded(true);
     tracing::info!("config reloaded from {source}: {rules} rules");
 }

@@ -91,7 +91,7 @@ pub async fn run(
     let max_connections = config.limits.max_connections;
     crate::metrics::install();
     crate::metrics::config_in_force(config.policy.rules().iter().map(|r| r.name.as_str()));
-    let proxy = Arc::new(Proxy::new(build_state(config), log));
+    let proxy = Arc::new(Proxy::new(build_state(config, None), log));
     let slots = Arc::new(Semaphore::new(max_connections));
     crate::sys::release_free_memory_periodically();
 

@@ -195,6 +195,62 @@ async fn an_answer_is_cached_for_its_ttl() {
     assert_eq!(second.unwrap(), vec![ip("127.0.0.7")]);
 }
 
+/// Reloads rebuild the resolver from the new config: with the same DNS settings the cache
+/// carries over (no query, the old answer); with other settings it starts empty.
+#[tokio::test]
+async fn a_reload_keeps_the_cache_only_when_the_dns_settings_are_unchanged() {
+    let server =
+        DnsServer::start(&[("a.dns.test", Answer::Addresses(vec![ip("127.0.0.7")], 3600))]);
+    let settings = ResolverSettings {
+        nameservers: vec![server.addr],
+        timeout: Duration::from_secs(5),
+        attempts: 2,
+        ..ResolverSettings::default()
+    };
+    let first = Resolver::keeping(&settings, None);
+    assert_eq!(
+        first.resolve(&name("a.dns.test")).await.0.unwrap(),
+        vec![ip("127.0.0.7")]
+    );
+    server.set("a.dns.test", Answer::Addresses(vec![ip("127.0.0.8")], 3600));
+
+    // Same DNS settings, other static entries: the cached answer, static entries anew.
+    let mut hosts_changed = settings.clone();
+    hosts_changed
+        .hosts
+        .insert("pinned.dns.test".into(), vec![ip("127.0.0.9")]);
+    let kept = Resolver::keeping(&hosts_changed, Some(&first));
+    assert_eq!(
+        kept.resolve(&name("a.dns.test")).await.0.unwrap(),
+        vec![ip("127.0.0.7")]
+    );
+    assert_eq!(
+        kept.resolve(&name("pinned.dns.test")).await.0.unwrap(),
+        vec![ip("127.0.0.9")]
+    );
+
+    // Any DNS setting changed: a new resolver, which asks again.
+    for changed in [
+        ResolverSettings {
+            attempts: 3,
+            ..settings.clone()
+        },
+        ResolverSettings {
+            cache: DnsCache {
+                max_ttl: Duration::from_secs(60),
+                ..DnsCache::default()
+            },
+            ..settings.clone()
+        },
+    ] {
+        let fresh = Resolver::keeping(&changed, Some(&kept));
+        assert_eq!(
+            fresh.resolve(&name("a.dns.test")).await.0.unwrap(),
+            vec![ip("127.0.0.8")]
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_long_ttl_is_cut_to_max_ttl() {
     let server =

@@ -55,12 +55,13 @@ impl State {
     }
 }
 
-/// Builds the per-config state: the config plus its resolver. The one place the self-loop
-/// check learns the proxy's own listeners and this host's interface addresses.
-pub fn build_state(mut config: Config) -> State {
+/// Builds the per-config state: the config plus its resolver, which keeps `previous`'s DNS
+/// cache when the DNS settings are unchanged. The one place the self-loop check learns the
+/// proxy's own listeners and this host's interface addresses.
+pub fn build_state(mut config: Config, previous: Option<&State>) -> State {
     config.upstream = std::mem::take(&mut config.upstream)
         .with_own_addresses(config.listeners.all(), crate::sys::local_addresses());
-    let resolver = Resolver::from_settings(&config.resolver);
+    let resolver = Resolver::keeping(&config.resolver, previous.map(|p| &p.resolver));
     State::new(config, resolver)
 }
 

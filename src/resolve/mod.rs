@@ -5,7 +5,9 @@
 //! DNS goes to `resolver.nameservers` (UDP, and TCP when an answer comes back truncated), or
 //! when none are listed to the servers in the system's resolv.conf — never to both. Names
 //! are looked up as fully qualified names only: no search domains, no /etc/hosts. Answers are
-//! cached for their TTL, cut to `resolver.cache`'s caps and never lengthened.
+//! cached for their TTL, cut to `resolver.cache`'s caps and never lengthened. A reload that
+//! leaves the DNS settings (and the system's servers) as they were keeps the DNS half, cache
+//! and all: reloads neither flush answers nor rebuild it.
 
 mod failure;
 
@@ -13,6 +15,7 @@ pub use failure::{rcode_name, DnsFailure, ResolveError};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{
@@ -23,19 +26,29 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::TokioResolver;
 
-use crate::config::ResolverSettings;
+use crate::config::{DnsCache, ResolverSettings};
 use crate::policy::HostName;
 use failure::Asked;
 
 pub struct Resolver {
     hosts: HashMap<String, Vec<IpAddr>>,
-    dns: Option<Dns>,
+    dns: Option<Arc<Dns>>,
 }
 
 /// The DNS half: hickory's resolver (with its cache) and what failure sentences say about it.
 struct Dns {
     resolver: TokioResolver,
     asked: Asked,
+    /// What it was built from: a reload with the same keeps it.
+    made_from: DnsSettings,
+}
+
+/// Everything the DNS half is built from.
+struct DnsSettings {
+    servers: Vec<NameServerConfig>,
+    timeout: Duration,
+    attempts: usize,
+    cache: DnsCache,
 }
 
 impl Resolver {
@@ -44,47 +57,30 @@ impl Resolver {
     /// server only the static entries resolve, and other names fail as
     /// [`DnsFailure::Unavailable`].
     pub fn from_settings(settings: &ResolverSettings) -> Resolver {
-        let servers = if settings.nameservers.is_empty() {
-            match hickory_resolver::system_conf::read_system_conf() {
-                Ok((config, _)) => config.name_servers().to_vec(),
-                Err(e) => {
-                    tracing::warn!(
-                        "no system DNS configuration ({e}); only resolver.hosts will resolve"
-                    );
-                    Vec::new()
-                }
-            }
-        } else {
-            settings
-                .nameservers
-                .iter()
-                .map(|a| name_server(*a))
-                .collect()
-        };
-        if servers.is_empty() {
-            return Resolver::static_only(settings.hosts.clone());
-        }
-        let asked = Asked {
-            servers: servers.iter().flat_map(addresses).collect(),
+        Resolver::keeping(settings, None)
+    }
+
+    /// As [`Resolver::from_settings`], but keeping `previous`'s DNS half (its cache, its
+    /// connections) when it was built from the same servers and settings.
+    pub fn keeping(settings: &ResolverSettings, previous: Option<&Resolver>) -> Resolver {
+        let hosts = settings.hosts.clone();
+        let wanted = DnsSettings {
+            servers: servers(settings),
             timeout: settings.timeout,
             attempts: settings.attempts,
+            cache: settings.cache,
         };
-        let mut builder = TokioResolver::builder_with_config(
-            ResolverConfig::from_name_servers(servers),
-            TokioRuntimeProvider::default(),
-        );
-        *builder.options_mut() = options(settings);
-        let dns = match builder.build() {
-            Ok(resolver) => Some(Dns { resolver, asked }),
-            Err(e) => {
-                tracing::warn!("DNS resolver not built ({e}); only resolver.hosts will resolve");
-                None
-            }
-        };
-        Resolver {
-            hosts: settings.hosts.clone(),
-            dns,
+        if wanted.servers.is_empty() {
+            return Resolver::static_only(hosts);
         }
+        let kept = previous
+            .and_then(|p| p.dns.as_ref())
+            .filter(|dns| dns.made_from == wanted);
+        let dns = match kept {
+            Some(dns) => Some(dns.clone()),
+            None => Dns::build(settings, wanted).map(Arc::new),
+        };
+        Resolver { hosts, dns }
     }
 
     /// A resolver with the static entries only, never sending a DNS query.
@@ -130,6 +126,59 @@ impl Resolver {
             return Err(failure::no_records(name.as_str(), ResponseCode::NoError));
         }
         Ok(addrs)
+    }
+}
+
+/// `settings.nameservers`, or the system's when there are none; empty when neither gives any.
+fn servers(settings: &ResolverSettings) -> Vec<NameServerConfig> {
+    if !settings.nameservers.is_empty() {
+        return settings
+            .nameservers
+            .iter()
+            .map(|a| name_server(*a))
+            .collect();
+    }
+    match hickory_resolver::system_conf::read_system_conf() {
+        Ok((config, _)) => config.name_servers().to_vec(),
+        Err(e) => {
+            tracing::warn!("no system DNS configuration ({e}); only resolver.hosts will resolve");
+            Vec::new()
+        }
+    }
+}
+
+impl PartialEq for DnsSettings {
+    fn eq(&self, other: &DnsSettings) -> bool {
+        // hickory's server config has no `PartialEq`; its `Debug` shows every field.
+        format!("{:?}", self.servers) == format!("{:?}", other.servers)
+            && (self.timeout, self.attempts, self.cache)
+                == (other.timeout, other.attempts, other.cache)
+    }
+}
+
+impl Dns {
+    fn build(settings: &ResolverSettings, made_from: DnsSettings) -> Option<Dns> {
+        let asked = Asked {
+            servers: made_from.servers.iter().flat_map(addresses).collect(),
+            timeout: settings.timeout,
+            attempts: settings.attempts,
+        };
+        let mut builder = TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(made_from.servers.clone()),
+            TokioRuntimeProvider::default(),
+        );
+        *builder.options_mut() = options(settings);
+        match builder.build() {
+            Ok(resolver) => Some(Dns {
+                resolver,
+                asked,
+                made_from,
+            }),
+            Err(e) => {
+                tracing::warn!("DNS resolver not built ({e}); only resolver.hosts will resolve");
+                None
+            }
+        }
     }
 }
 
