@@ -286,6 +286,8 @@ limits: {{ max_connections: {MAX_CONNECTIONS}, max_header_bytes: 16384 }}
         4 => yaml = yaml.replace("explicit: 127.0.0.1:0", "explicit: 127.0.0.1:1"),
         // nothing the traffic depends on
         5 => yaml += &format!("deny_help: \"soak serial {serial}\"\n"),
+        // DNS settings changed: the resolver (and its cache) is built anew
+        6 => yaml = yaml.replace("timeout: 1s", "timeout: 2s"),
         _ => {}
     }
     yaml
@@ -520,8 +522,8 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
         eprintln!("the soak config does not validate:\n{why}\n{base_yaml}");
         return 2;
     }
-    for v in 1..=5 {
-        let expect_ok = matches!(v, 1 | 4 | 5);
+    for v in 1..=6 {
+        let expect_ok = matches!(v, 1 | 4 | 5 | 6);
         let got = validate(bin, &config(&p, dns_addr, v, 1));
         if got.is_ok() != expect_ok {
             eprintln!(
@@ -605,7 +607,7 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
             }));
         }
         // The reload storm: a new config every second (valid, invalid, listener-only,
-        // cosmetic, in turn) and bursts of SIGHUP.
+        // cosmetic, new DNS settings, in turn) and bursts of SIGHUP.
         let storm_stop = Arc::new(AtomicBool::new(false));
         let storm = (phase.load == Load::Storm).then(|| {
             let proxy = proxy.clone();
@@ -616,7 +618,7 @@ async fn soak(args: &Args, bin: &Path, net: &netns::Net) -> i32 {
                 let mut hups = 0u64;
                 let mut writes = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let variant = [1, 2, 4, 3, 5][(serial % 5) as usize];
+                    let variant = [1, 2, 4, 3, 5, 6][(serial % 6) as usize];
                     {
                         let proxy = proxy.lock().unwrap();
                         proxy.write_config(&config(&p, dns_addr, variant, serial));
