@@ -2,6 +2,8 @@
 //! real binary and real sockets.
 
 mod common;
+#[path = "common/dns.rs"]
+mod dns;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -179,6 +181,55 @@ fn file_reload_applies_a_good_config_and_keeps_the_last_good_one_on_error() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(proxy.metric_sum("egress_config_last_reload_success_timestamp_seconds") > 1.7e9);
+}
+
+/// Rewrites the config, sends SIGHUP and waits until the new config is in force.
+fn reload_to(proxy: &Proxy, config: &str) {
+    let successes = proxy.metric_sum("egress_config_reloads_total{result=\"success\"}");
+    proxy.rewrite_config(config);
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.metric_sum("egress_config_reloads_total{result=\"success\"}") <= successes {
+        assert!(Instant::now() < deadline, "reload never applied");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_reload_keeps_dns_answers_unless_the_dns_settings_change() {
+    use hickory_resolver::proto::rr::RecordType;
+    let echo = EchoOrigin::start();
+    let port = echo.addr.port();
+    let server = dns::DnsServer::start(&[(
+        "cached.test",
+        dns::Answer::Addresses(vec![echo.addr.ip()], 3600),
+    )]);
+    let config = |help: &str, attempts: u32| {
+        format!(
+            "allow:
+  - {{ name: cached, hosts: [cached.test], ports: [{port}], tls: any }}
+upstream: {{ allow_cidrs: [127.0.0.0/8] }}
+resolver: {{ nameservers: [\"{}\"], timeout: 5s, attempts: {attempts} }}
+deny_help: \"{help}\"
+",
+            server.addr
+        )
+    };
+    let proxy = Proxy::start(&config("first", 2));
+    let target = format!("cached.test:{port}");
+    drop(open_tunnel(&proxy, &target));
+    let asked = server.queries("cached.test", RecordType::A);
+    assert!(asked >= 1);
+
+    // Only deny_help changed: the answer comes from the cache, no query.
+    reload_to(&proxy, &config("second", 2));
+    drop(open_tunnel(&proxy, &target));
+    assert_eq!(server.queries("cached.test", RecordType::A), asked);
+
+    // The DNS settings changed: a new resolver, which asks.
+    reload_to(&proxy, &config("third", 3));
+    drop(open_tunnel(&proxy, &target));
+    assert!(server.queries("cached.test", RecordType::A) > asked);
 }
 
 #[test]
