@@ -122,6 +122,25 @@ fn describe() {
     .set(1.0);
 }
 
+/// How often histogram samples are folded into their buckets. The exporter keeps each
+/// sample until then; without this, a proxy that nobody scrapes would keep a few bytes for
+/// every connection it ever made.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds histogram samples into their buckets every [`UPKEEP_EVERY`], for as long as the
+/// runtime runs (`install_recorder` leaves this to its caller).
+pub fn keep_up_periodically() {
+    let Some(handle) = HANDLE.get().cloned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(UPKEEP_EVERY).await;
+            handle.run_upkeep();
+        }
+    });
+}
+
 /// The Prometheus text exposition of every metric.
 pub fn render() -> String {
     HANDLE

@@ -90,6 +90,7 @@ pub async fn run(
     config.listeners = addresses.clone();
     let max_connections = config.limits.max_connections;
     crate::metrics::install();
+    crate::metrics::keep_up_periodically();
     crate::metrics::config_in_force(config.policy.rules().iter().map(|r| r.name.as_str()));
     let proxy = Arc::new(Proxy::new(build_state(config, None), log));
     let slots = Arc::new(Semaphore::new(max_connections));
