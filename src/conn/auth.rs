@@ -76,7 +76,16 @@ const TRACKED: usize = 65_536;
 /// made meanwhile learn nothing, and nothing is held open while it waits.
 #[derive(Default)]
 pub struct Throttle {
-    strikes: Mutex<HashMap<String, Strikes>>,
+    clients: Mutex<Clients>,
+}
+
+#[derive(Default)]
+struct Clients {
+    strikes: HashMap<String, Strikes>,
+    /// When clients past [`FORGET_AFTER`] were last dropped: at most once per that period,
+    /// so a stream of one-off clients (NAT churn, a scan) costs five minutes of entries,
+    /// not [`TRACKED`].
+    swept: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,8 +99,9 @@ impl Throttle {
     /// How long `client` must still wait before its credentials are checked again, if at all.
     pub fn cooling(&self, client: IpAddr) -> Option<Duration> {
         let now = Instant::now();
-        let strikes = self.lock();
-        let left = strikes
+        let clients = self.lock();
+        let left = clients
+            .strikes
             .get(&key(client))?
             .until
             .saturating_duration_since(now);
@@ -101,10 +111,19 @@ impl Throttle {
     /// Records a failure from `client` and returns the cool-down now in force: nothing for
     /// the first few, then doubling from 100 ms up to [`MAX_PENALTY`].
     pub fn failed(&self, client: IpAddr) -> Duration {
-        let now = Instant::now();
-        let mut strikes = self.lock();
-        if strikes.len() >= TRACKED {
+        self.failed_at(client, Instant::now())
+    }
+
+    fn failed_at(&self, client: IpAddr, now: Instant) -> Duration {
+        let mut clients = self.lock();
+        let Clients { strikes, swept } = &mut *clients;
+        let due = swept.is_none_or(|at| now.duration_since(at) >= FORGET_AFTER);
+        if due || strikes.len() >= TRACKED {
             strikes.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER);
+            if strikes.capacity() > 4 * strikes.len().max(16) {
+                strikes.shrink_to(2 * strikes.len());
+            }
+            *swept = Some(now);
             if strikes.len() >= TRACKED {
                 tracing::warn!(
                     "credential throttle: {TRACKED} clients failing at once; starting afresh"
@@ -127,8 +146,8 @@ impl Throttle {
         wait
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Strikes>> {
-        self.strikes
+    fn lock(&self) -> std::sync::MutexGuard<'_, Clients> {
+        self.clients
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -150,6 +169,28 @@ fn penalty(failures: u32) -> Duration {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn clients_that_stopped_failing_are_dropped_without_waiting_for_a_full_table() {
+        let throttle = Throttle::default();
+        let start = Instant::now();
+        for i in 0..1_000u32 {
+            throttle.failed_at(
+                IpAddr::from(std::net::Ipv4Addr::from(0x7f01_0000 + i)),
+                start,
+            );
+        }
+        assert_eq!(throttle.lock().strikes.len(), 1_000);
+        // Within the period nothing is dropped, even a client long quiet by then.
+        let later = start + FORGET_AFTER / 2;
+        throttle.failed_at("127.9.0.1".parse().unwrap(), later);
+        assert_eq!(throttle.lock().strikes.len(), 1_001);
+        // A period on, the first thousand are forgotten; the recent one stays.
+        throttle.failed_at("127.9.0.2".parse().unwrap(), start + FORGET_AFTER);
+        let clients = throttle.lock();
+        assert_eq!(clients.strikes.len(), 2);
+        assert!(clients.strikes.capacity() < 1_000, "the table shrank too");
+    }
 
     fn principals() -> Principals {
         use sha2::Digest;
