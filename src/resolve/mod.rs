@@ -78,7 +78,7 @@ impl Resolver {
             .filter(|dns| dns.made_from == wanted);
         let dns = match kept {
             Some(dns) => Some(dns.clone()),
-            None => Dns::build(settings, wanted).map(Arc::new),
+            None => Dns::build(wanted).map(Arc::new),
         };
         Resolver { hosts, dns }
     }
@@ -157,17 +157,17 @@ impl PartialEq for DnsSettings {
 }
 
 impl Dns {
-    fn build(settings: &ResolverSettings, made_from: DnsSettings) -> Option<Dns> {
+    fn build(made_from: DnsSettings) -> Option<Dns> {
         let asked = Asked {
             servers: made_from.servers.iter().flat_map(addresses).collect(),
-            timeout: settings.timeout,
-            attempts: settings.attempts,
+            timeout: made_from.timeout,
+            attempts: made_from.attempts,
         };
         let mut builder = TokioResolver::builder_with_config(
             ResolverConfig::from_name_servers(made_from.servers.clone()),
             TokioRuntimeProvider::default(),
         );
-        *builder.options_mut() = options(settings);
+        *builder.options_mut() = options(&made_from);
         match builder.build() {
             Ok(resolver) => Some(Dns {
                 resolver,
@@ -205,7 +205,7 @@ fn addresses(server: &NameServerConfig) -> Vec<String> {
         .collect()
 }
 
-fn options(settings: &ResolverSettings) -> ResolverOpts {
+fn options(settings: &DnsSettings) -> ResolverOpts {
     let mut opts = ResolverOpts::default();
     opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     opts.timeout = settings.timeout;
