@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use http::header::{HeaderMap, PROXY_AUTHORIZATION};
 
+use super::sweep::Sweep;
 use crate::policy::Principals;
 
 /// What a request's credentials say.
@@ -82,10 +83,8 @@ pub struct Throttle {
 #[derive(Default)]
 struct Clients {
     strikes: HashMap<String, Strikes>,
-    /// When clients past [`FORGET_AFTER`] were last dropped: at most once per that period,
-    /// so a stream of one-off clients (NAT churn, a scan) costs five minutes of entries,
-    /// not [`TRACKED`].
-    swept: Option<Instant>,
+    /// Clients quiet for [`FORGET_AFTER`] are dropped once per that period.
+    sweep: Sweep,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,20 +115,15 @@ impl Throttle {
 
     fn failed_at(&self, client: IpAddr, now: Instant) -> Duration {
         let mut clients = self.lock();
-        let Clients { strikes, swept } = &mut *clients;
-        let due = swept.is_none_or(|at| now.duration_since(at) >= FORGET_AFTER);
-        if due || strikes.len() >= TRACKED {
-            strikes.retain(|_, s| now.duration_since(s.last) < FORGET_AFTER);
-            if strikes.capacity() > 4 * strikes.len().max(16) {
-                strikes.shrink_to(2 * strikes.len());
-            }
-            *swept = Some(now);
-            if strikes.len() >= TRACKED {
-                tracing::warn!(
-                    "credential throttle: {TRACKED} clients failing at once; starting afresh"
-                );
-                strikes.clear();
-            }
+        let Clients { strikes, sweep } = &mut *clients;
+        let full = strikes.len() >= TRACKED;
+        let quiet = |s: &Strikes| now.duration_since(s.last) >= FORGET_AFTER;
+        sweep.run(now, FORGET_AFTER, full, strikes, quiet);
+        if strikes.len() >= TRACKED {
+            tracing::warn!(
+                "credential throttle: {TRACKED} clients failing at once; starting afresh"
+            );
+            strikes.clear();
         }
         let entry = strikes.entry(key(client)).or_insert(Strikes {
             failures: 0,

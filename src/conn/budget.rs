@@ -13,15 +13,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::sweep::Sweep;
 use crate::policy::UploadBudget;
 
 /// Budget windows kept at once. When that many are open, a new client's request is refused
 /// rather than forgetting another's spending.
 const TRACKED: usize = 65_536;
+/// How often windows that have passed are dropped (a client back later starts a fresh one
+/// either way).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub struct Budgets {
-    windows: Mutex<HashMap<(String, String), Arc<Window>>>,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Default)]
+struct Windows {
+    open: HashMap<(String, String), Arc<Window>>,
+    sweep: Sweep,
 }
 
 /// One client's window under one rule: what it may send, and what it has sent or reserved.
@@ -90,21 +100,30 @@ impl Budgets {
     /// The window `who` is in under `rule` now (a fresh one once the last has passed), or
     /// `None` when too many windows are open to track another.
     pub fn window(&self, rule: &str, who: &str, budget: &UploadBudget) -> Option<Arc<Window>> {
-        let now = Instant::now();
+        self.window_at(rule, who, budget, Instant::now())
+    }
+
+    fn window_at(
+        &self,
+        rule: &str,
+        who: &str,
+        budget: &UploadBudget,
+        now: Instant,
+    ) -> Option<Arc<Window>> {
         let mut windows = self
             .windows
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Windows { open, sweep } = &mut *windows;
         let key = (rule.to_owned(), who.to_owned());
-        if let Some(window) = windows.get(&key).filter(|w| !w.expired(now)) {
+        if let Some(window) = open.get(&key).filter(|w| !w.expired(now)) {
             return Some(window.clone());
         }
-        if windows.len() >= TRACKED {
-            // Each window by its own length: a short rule never resets a long one.
-            windows.retain(|_, w| !w.expired(now));
-            if windows.len() >= TRACKED {
-                return None;
-            }
+        // Each window by its own length: a short rule never resets a long one.
+        let full = open.len() >= TRACKED;
+        sweep.run(now, SWEEP_EVERY, full, open, |w| w.expired(now));
+        if open.len() >= TRACKED {
+            return None;
         }
         let window = Arc::new(Window {
             started: now,
@@ -112,7 +131,7 @@ impl Budgets {
             bytes: budget.bytes,
             used: AtomicU64::new(0),
         });
-        windows.insert(key, window.clone());
+        open.insert(key, window.clone());
         Some(window)
     }
 }
@@ -150,6 +169,46 @@ mod tests {
         };
         b.window("al", "x", &short).unwrap().charge(10);
         assert_eq!(b.window("al", "x", &short).unwrap().left(), 10);
+    }
+
+    #[test]
+    fn passed_windows_are_dropped_once_a_minute_not_only_when_the_table_is_full() {
+        let b = Budgets::default();
+        let minute = UploadBudget {
+            bytes: 10,
+            per: Duration::from_secs(60),
+        };
+        let start = Instant::now();
+        for i in 0..1_000 {
+            b.window_at(
+                "al",
+                &format!("10.0.{}.{}", i / 256, i % 256),
+                &minute,
+                start,
+            );
+        }
+        let held = |b: &Budgets| b.windows.lock().unwrap().open.len();
+        assert_eq!(held(&b), 1_000);
+        // Within the minute nothing is dropped; an hour's window is not dropped after it.
+        b.window_at("pypi", "glue-etl", &HOUR, start + SWEEP_EVERY / 2);
+        assert_eq!(held(&b), 1_001);
+        let later = start + SWEEP_EVERY * 2;
+        b.window_at("al", "10.9.9.9", &minute, later);
+        assert_eq!(
+            held(&b),
+            2,
+            "the passed minute windows are gone, the hour's and the new stay"
+        );
+        assert!(b.windows.lock().unwrap().open.capacity() < 1_000);
+        // A kept window is the same one: its spending stays.
+        let hour = b.window_at("pypi", "glue-etl", &HOUR, later).unwrap();
+        assert_eq!(hour.reserve(1), 1);
+        assert_eq!(
+            b.window_at("pypi", "glue-etl", &HOUR, later)
+                .unwrap()
+                .left(),
+            999
+        );
     }
 
     #[test]

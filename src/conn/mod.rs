@@ -19,6 +19,7 @@ pub mod plain;
 mod proxy;
 pub mod sni;
 mod splice;
+mod sweep;
 pub mod tunnel;
 pub mod upload;
 mod zero_copy;
